@@ -1,0 +1,38 @@
+# Set-up is part of every target: a fresh clone needs only `make render` and `make test`.
+# Python 3.12 is required (llama-stack, used by later stacks, needs it); pyenv's 3.12 is found too.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+STACK ?= dev
+OUT   ?= build/$(STACK)
+CONFIG ?=
+
+# A real 3.12 interpreter: pyenv's own binary first (its shim needs PYENV_VERSION), then PATH.
+PYTHON312 ?= $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.12*/bin/python3.12) \
+                         $(shell PYENV_VERSION=3.12.1 command -v python3.12 2>/dev/null))
+
+.PHONY: render test docs clean venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@if [ -z "$(PYTHON312)" ]; then \
+	  echo "error: Python 3.12 not found. Install it (e.g. 'pyenv install 3.12.1') or put python3.12 on PATH." >&2; exit 1; fi
+	@PYENV_VERSION=3.12.1 $(PYTHON312) -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null \
+	  || { echo "error: $(PYTHON312) is not a working Python 3.12 (with pyenv: PYENV_VERSION=3.12.1)" >&2; exit 1; }
+	@echo "creating $(VENV) with $(PYTHON312)"
+	@PYENV_VERSION=3.12.1 $(PYTHON312) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+render: venv
+	@$(PY) -m tools.render --stack $(STACK) --out $(OUT) $(if $(CONFIG),--config $(CONFIG))
+
+test: venv
+	@$(PY) -m pytest -q
+
+docs: venv
+	@$(PY) -m tools.gen_docs --write
+
+clean:
+	rm -rf build $(VENV)

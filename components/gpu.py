@@ -1,0 +1,105 @@
+"""GPU pinning: the three modes, as pod-spec fields (pure) and DRA claims (a component).
+
+- dra: one `resource.k8s.io/v1` ResourceClaim per physical GPU, selected by uuid or pciBusID in
+  CEL, shared by every pod the plan puts on that GPU (`resourceClaimName`).
+- visible-devices: no GPU request; `runtimeClassName` nvidia and the GPU's UUID in both
+  `NVIDIA_VISIBLE_DEVICES` (the runtime injects only that GPU, overriding the image's `all`) and
+  `CUDA_VISIBLE_DEVICES` (what Ollama reads). The scheduler cannot see this: the plan is the only
+  accounting.
+- exclusive: `nvidia.com/gpu: 1` limits through the stock device plugin; one GPU pod per GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.labels import labels, meta
+from stacks.config import GpuSharing
+from stacks.plan import GpuRef
+
+CLAIM_REF = "gpu"
+"""Name of the claim inside the pod spec (`spec.resourceClaims[].name`)."""
+
+
+@dataclass(frozen=True)
+class GpuPodFields:
+    """What a GPU pin adds to a pod: pod-spec fields, container resources and env."""
+
+    runtime_class_name: str | None = None
+    resource_claims: list[k8s.core.v1.PodResourceClaimArgs] | None = None
+    container_claims: list[k8s.core.v1.ResourceClaimArgs] | None = None
+    limits: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    tolerations: list[k8s.core.v1.TolerationArgs] = field(
+        default_factory=lambda: [k8s.core.v1.TolerationArgs(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
+    )
+
+
+def gpu_pod_fields(sharing: GpuSharing, gpu: GpuRef) -> GpuPodFields:
+    if sharing.mode == "dra":
+        return GpuPodFields(
+            resource_claims=[k8s.core.v1.PodResourceClaimArgs(name=CLAIM_REF, resource_claim_name=gpu.claim_name)],
+            container_claims=[k8s.core.v1.ResourceClaimArgs(name=CLAIM_REF)],
+        )
+    if sharing.mode == "visible-devices":
+        assert gpu.uuid is not None  # checked at the edge
+        return GpuPodFields(
+            runtime_class_name=sharing.runtime_class_name,
+            env={"CUDA_VISIBLE_DEVICES": gpu.uuid, "NVIDIA_VISIBLE_DEVICES": gpu.uuid},
+        )
+    return GpuPodFields(runtime_class_name=sharing.runtime_class_name, limits={"nvidia.com/gpu": "1"})
+
+
+def cel_selector(gpu: GpuRef, device_class: str) -> str:
+    """CEL that selects exactly this GPU; `index` is no attribute since driver 25.8 (FACTS.md)."""
+    if gpu.uuid:
+        return f'device.attributes["{device_class}"].uuid == "{gpu.uuid}"'
+    return f'device.attributes["resource.kubernetes.io"].pciBusID == "{gpu.pci_bus_id}"'
+
+
+@dataclass(frozen=True)
+class GpuClaimsArgs:
+    namespace: str
+    sharing: GpuSharing
+    gpus: list[GpuRef]
+    """The GPUs that have pods planned on them."""
+
+
+class GpuClaims(pulumi.ComponentResource):
+    """One ResourceClaim per physical GPU (dra mode)."""
+
+    claims: dict[str, k8s.resource.v1.ResourceClaim]
+
+    def __init__(self, name: str, args: GpuClaimsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llm-infra:gpu:GpuClaims", name, None, opts)
+        self.claims = {}
+        for gpu in args.gpus:
+            self.claims[gpu.claim_name] = k8s.resource.v1.ResourceClaim(
+                f"{name}-{gpu.claim_name}",
+                metadata=meta(gpu.claim_name, args.namespace, labels("gpu-claim", gpu.claim_name, "gpu"),
+                              {"llm-infra/gpu": f"{gpu.node}/{gpu.index}"}),
+                spec=k8s.resource.v1.ResourceClaimSpecArgs(
+                    devices=k8s.resource.v1.DeviceClaimArgs(
+                        requests=[
+                            k8s.resource.v1.DeviceRequestArgs(
+                                name=CLAIM_REF,
+                                exactly=k8s.resource.v1.ExactDeviceRequestArgs(
+                                    device_class_name=args.sharing.device_class_name,
+                                    selectors=[
+                                        k8s.resource.v1.DeviceSelectorArgs(
+                                            cel=k8s.resource.v1.CELDeviceSelectorArgs(
+                                                expression=cel_selector(gpu, args.sharing.device_class_name)
+                                            )
+                                        )
+                                    ],
+                                ),
+                            )
+                        ]
+                    )
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        self.register_outputs({"claims": sorted(self.claims)})

@@ -1,0 +1,267 @@
+"""OllamaAdapterPool: one Ollama server (Deployment + Service) for the base and for each adapter.
+
+Ollama keys loaded runners by the base weights file, so a base and its adapters cannot stay
+resident together in one server (FACTS.md): per-adapter concurrency and keep-alive mean one server
+per adapter, each with its own copy of the base weights. The plan accounts for every copy.
+
+Each pod makes its own model ready in an init container (`ensure-model`) that starts a private,
+CPU-only `ollama serve` on loopback, finds or pulls the base, checks the adapter file and creates
+the adapter model (`ollama create`, i.e. /api/blobs + /api/create). A failure stops the pod at
+`Init:Error` with the reason in `kubectl logs -c ensure-model`; nothing is hidden in a postStart
+hook. The server container's readiness then waits on `/v1/models/<model>`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.gpu import gpu_pod_fields
+from components.labels import labels, meta, selector
+from components.model_cache import MOUNT_PATH, ModelCache
+from stacks.catalog import OLLAMA, OLLAMA_MODELS
+from stacks.config import GpuSharing
+from stacks.plan import OllamaWorkload
+
+MODELS_DIR = f"{MOUNT_PATH}/ollama"
+HOME_DIR = "/ollama-home"
+SCRIPTS_DIR = "/scripts"
+INIT_PORT = 11435
+PROBE_PERIOD_SECONDS = 5
+
+ENSURE_MODEL_SH = r"""#!/bin/sh
+# ensure-model: make this pod's model ready before the server container starts.
+# A private, CPU-only `ollama serve` on loopback does the work, so a failed pull or create is
+# this init container's failure: the pod stays at Init:Error and `kubectl logs -c ensure-model`
+# says why.
+set -eu
+work="${TMPDIR:-/tmp}"
+log() { echo "ensure-model: $*"; }
+fail() { echo "ensure-model: ERROR: $*" >&2; exit 1; }
+
+ollama serve >"$work/ensure-model-serve.log" 2>&1 &
+server=$!
+trap 'kill "$server" 2>/dev/null || true' EXIT
+tries=0
+until ollama list >/dev/null 2>&1; do
+  tries=$((tries + 1))
+  if [ "$tries" -ge 120 ]; then cat "$work/ensure-model-serve.log" >&2; fail "private ollama server did not start"; fi
+  sleep 1
+done
+
+if ollama show "$BASE_MODEL" >/dev/null 2>&1; then
+  log "base model $BASE_MODEL found in the cache"
+else
+  log "pulling base model $BASE_MODEL"
+  ollama pull "$BASE_MODEL" || fail "pull of $BASE_MODEL failed (no registry access? pre-load it into the model cache)"
+fi
+
+if [ -n "${ADAPTER_FILE:-}" ]; then
+  [ -f "$ADAPTER_FILE" ] || fail "adapter $ADAPTER_FILE is not in the model cache; copy it there (see README, Adapters)"
+  [ "$(head -c 4 "$ADAPTER_FILE")" = "GGUF" ] || fail "$ADAPTER_FILE is not a GGUF file; convert it with llama.cpp convert_lora_to_gguf.py"
+  head -c 1048576 "$ADAPTER_FILE" | LC_ALL=C grep -a -q -E 'general\.type.{1,16}adapter' \
+    || fail "$ADAPTER_FILE has no general.type=adapter; Ollama would import it as a model, not a LoRA"
+  if [ -n "${ADAPTER_SHA256:-}" ]; then
+    echo "$ADAPTER_SHA256  $ADAPTER_FILE" | sha256sum -c - >/dev/null || fail "$ADAPTER_FILE does not match sha256 $ADAPTER_SHA256"
+  fi
+  printf 'FROM %s\nADAPTER %s\n' "$BASE_MODEL" "$ADAPTER_FILE" >"$work/Modelfile"
+  log "creating $MODEL_NAME from $BASE_MODEL + $ADAPTER_FILE"
+  ollama create "$MODEL_NAME" -f "$work/Modelfile" || fail "ollama create $MODEL_NAME failed"
+fi
+
+ollama show "$MODEL_NAME" >/dev/null 2>&1 || fail "model $MODEL_NAME is still missing"
+log "model $MODEL_NAME is ready"
+"""
+
+
+def server_env(w: OllamaWorkload) -> dict[str, str]:
+    """The engine's settings for one server, from the validated config (sorted for stable diffs)."""
+    s = w.server
+    return dict(
+        sorted(
+            {
+                "HOME": HOME_DIR,
+                "OLLAMA_CONTEXT_LENGTH": str(s.context_length),
+                "OLLAMA_HOST": f"0.0.0.0:{OLLAMA.port}",
+                "OLLAMA_KEEP_ALIVE": str(s.keep_alive),
+                # One model per server: a request for another model evicts instead of loading a
+                # second copy the plan does not know about.
+                "OLLAMA_MAX_LOADED_MODELS": "1",
+                "OLLAMA_MAX_QUEUE": str(s.queue),
+                "OLLAMA_MODELS": MODELS_DIR,
+                "OLLAMA_NO_CLOUD": "1",
+                "OLLAMA_NUM_PARALLEL": str(s.parallel),
+            }.items()
+        )
+    )
+
+
+def ensure_model_env(w: OllamaWorkload) -> dict[str, str]:
+    env = {
+        "BASE_MODEL": w.base_model,
+        "CUDA_VISIBLE_DEVICES": "-1",  # CPU only: the private server must not touch the GPU
+        "HOME": HOME_DIR,
+        "MODEL_NAME": w.model_name,
+        "OLLAMA_HOST": f"127.0.0.1:{INIT_PORT}",
+        "OLLAMA_MODELS": MODELS_DIR,
+        "OLLAMA_NO_CLOUD": "1",
+    }
+    if w.adapter is not None:
+        env["ADAPTER_FILE"] = f"{MOUNT_PATH}/{w.adapter.file}"
+        if w.adapter.sha256:
+            env["ADAPTER_SHA256"] = w.adapter.sha256
+    return dict(sorted(env.items()))
+
+
+def rollout_budget_seconds(w: OllamaWorkload, pull_mib_per_second: float, server_start_seconds: int) -> int:
+    """Worst case from rollout start to Ready: first pull of the weights, the private server's
+    start and the real server's start."""
+    weights = OLLAMA_MODELS[w.base_model].file_bytes
+    pull = weights / (pull_mib_per_second * 1024**2)
+    return math.ceil(pull + 2 * server_start_seconds)
+
+
+@dataclass(frozen=True)
+class OllamaAdapterPoolArgs:
+    namespace: str
+    image: str
+    workloads: list[OllamaWorkload]
+    gpu_sharing: GpuSharing
+    cache: ModelCache
+    pull_mib_per_second: float
+    server_start_seconds: int
+
+
+class OllamaAdapterPool(pulumi.ComponentResource):
+    endpoints: dict[str, str]
+    """In-cluster URL of each server, by role (`base`, `chatbot`, ...)."""
+    deployments: dict[str, k8s.apps.v1.Deployment]
+    services: dict[str, k8s.core.v1.Service]
+
+    def __init__(self, name: str, args: OllamaAdapterPoolArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llm-infra:serving:OllamaAdapterPool", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.script = k8s.core.v1.ConfigMap(
+            f"{name}-ensure-model",
+            metadata=meta("ollama-ensure-model", args.namespace, labels("ollama", "ollama-ensure-model", "model-init")),
+            data={"ensure-model.sh": ENSURE_MODEL_SH},
+            opts=child,
+        )
+        self.endpoints, self.deployments, self.services = {}, {}, {}
+        for w in args.workloads:
+            self._server(name, args, w)
+        self.register_outputs({"endpoints": self.endpoints})
+
+    def _server(self, name: str, args: OllamaAdapterPoolArgs, w: OllamaWorkload) -> None:
+        component = "base" if w.adapter is None else "adapter"
+        lab = labels("ollama", w.deployment_name, component)
+        gpu = gpu_pod_fields(args.gpu_sharing, w.gpu)
+        s = w.server
+        budget = rollout_budget_seconds(w, args.pull_mib_per_second, args.server_start_seconds)
+        requests = {"cpu": f"{s.cpu:g}", "memory": f"{round(s.memory_gib * 1024)}Mi"}
+        limits = {"memory": requests["memory"], **({"cpu": f"{s.cpu_limit:g}"} if s.cpu_limit else {}), **gpu.limits}
+        mounts = [
+            k8s.core.v1.VolumeMountArgs(name="models", mount_path=MOUNT_PATH),
+            k8s.core.v1.VolumeMountArgs(name="home", mount_path=HOME_DIR),
+            k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
+        ]
+        hardened = k8s.core.v1.SecurityContextArgs(
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+        )
+        http = lambda path: k8s.core.v1.HTTPGetActionArgs(path=path, port="http")  # noqa: E731
+        plan_note = {
+            "llm-infra/gpu": f"{w.gpu.node}/{w.gpu.index}",
+            "llm-infra/vram-gib-per-pod": f"{w.pods[0].total_bytes / 1024**3:.2f}",
+            "llm-infra/model": w.model_name,
+        }
+        init = k8s.core.v1.ContainerArgs(
+            name="ensure-model",
+            image=args.image,
+            command=["/bin/sh", f"{SCRIPTS_DIR}/ensure-model.sh"],
+            env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in ensure_model_env(w).items()],
+            resources=k8s.core.v1.ResourceRequirementsArgs(requests=requests, limits={"memory": requests["memory"]}),
+            security_context=hardened,
+            volume_mounts=[*mounts, k8s.core.v1.VolumeMountArgs(name="scripts", mount_path=SCRIPTS_DIR, read_only=True)],
+        )
+        server = k8s.core.v1.ContainerArgs(
+            name="ollama",
+            image=args.image,
+            ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=OLLAMA.port, protocol="TCP")],
+            env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted({**server_env(w), **gpu.env}.items())],
+            resources=k8s.core.v1.ResourceRequirementsArgs(requests=requests, limits=limits, claims=gpu.container_claims),
+            startup_probe=k8s.core.v1.ProbeArgs(
+                http_get=http("/"),
+                period_seconds=PROBE_PERIOD_SECONDS,
+                failure_threshold=math.ceil(args.server_start_seconds / PROBE_PERIOD_SECONDS),
+            ),
+            readiness_probe=k8s.core.v1.ProbeArgs(http_get=http(f"/v1/models/{w.model_name}"), period_seconds=10, failure_threshold=3),
+            liveness_probe=k8s.core.v1.ProbeArgs(http_get=http("/"), period_seconds=10, timeout_seconds=5, failure_threshold=6),
+            security_context=hardened,
+            volume_mounts=mounts,
+        )
+        claim = args.cache.claim_for(w.node, w.deployment_name)
+        self.deployments[w.role] = k8s.apps.v1.Deployment(
+            f"{name}-{w.role}",
+            metadata=meta(w.deployment_name, args.namespace, lab, plan_note),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=s.replicas,
+                revision_history_limit=3,
+                progress_deadline_seconds=max(600, budget),
+                # No surge: a new pod never needs GPU memory the old one still holds.
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(
+                    type="RollingUpdate",
+                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_surge=0, max_unavailable=1),
+                ),
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(lab)),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=lab),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        node_selector={"kubernetes.io/hostname": w.node},
+                        runtime_class_name=gpu.runtime_class_name,
+                        resource_claims=gpu.resource_claims,
+                        tolerations=gpu.tolerations,
+                        automount_service_account_token=False,
+                        enable_service_links=False,
+                        security_context=k8s.core.v1.PodSecurityContextArgs(
+                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")
+                        ),
+                        init_containers=[init],
+                        containers=[server],
+                        volumes=[
+                            k8s.core.v1.VolumeArgs(
+                                name="models",
+                                persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(claim_name=claim),
+                            ),
+                            k8s.core.v1.VolumeArgs(name="home", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
+                            k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
+                            k8s.core.v1.VolumeArgs(
+                                name="scripts",
+                                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name="ollama-ensure-model", default_mode=0o555),
+                            ),
+                        ],
+                    ),
+                ),
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[self.script],
+                custom_timeouts=pulumi.CustomTimeouts(create=f"{math.ceil(budget * 1.5)}s", update=f"{math.ceil(budget * 1.5)}s"),
+            ),
+        )
+        self.services[w.role] = k8s.core.v1.Service(
+            f"{name}-{w.role}-service",
+            metadata=meta(w.service_name, args.namespace, lab),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="ClusterIP",
+                selector=selector(lab),
+                session_affinity="ClientIP",
+                ports=[k8s.core.v1.ServicePortArgs(name="http", port=OLLAMA.port, target_port="http", protocol="TCP")],
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.endpoints[w.role] = f"http://{w.service_name}.{args.namespace}:{OLLAMA.port}"

@@ -1,0 +1,74 @@
+"""Topology: the whole stack's objects, composed from a validated Stack."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.gpu import GpuClaims, GpuClaimsArgs
+from components.labels import labels, meta
+from components.model_cache import ModelCache, ModelCacheArgs
+from components.ollama import OllamaAdapterPool, OllamaAdapterPoolArgs
+from stacks.loader import Stack
+
+
+class Topology(pulumi.ComponentResource):
+    namespace: str
+    endpoints: dict[str, str]
+
+    def __init__(self, name: str, stack: Stack, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llm-infra:stack:Topology", name, None, opts)
+        cfg, plan = stack.config, stack.plan
+        self.namespace = cfg.namespace
+
+        # Objects that hold model data are adopted again after a destroy (they were retained),
+        # instead of failing `pulumi up` with "already exists".
+        adopting = k8s.Provider(f"{name}-adopting", upsert_existing_objects=True, opts=pulumi.ResourceOptions(parent=self))
+        keep = pulumi.ResourceOptions(parent=self, provider=adopting, retain_on_delete=True)
+
+        # The namespace holds the cache claims: deleting it would delete them, so destroy keeps it.
+        ns = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=meta(
+                cfg.namespace,
+                None,
+                {
+                    **labels("llm-infra", cfg.namespace, "namespace"),
+                    "pod-security.kubernetes.io/enforce": "baseline",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                },
+            ),
+            opts=keep,
+        )
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+
+        cache = ModelCache(
+            "model-cache",
+            ModelCacheArgs(
+                namespace=cfg.namespace,
+                spec=cfg.model_cache,
+                nodes=sorted({w.node for w in plan.workloads}),
+                workloads=[w.deployment_name for w in plan.workloads],
+            ),
+            opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(provider=adopting)),
+        )
+        depends: list[pulumi.Resource] = [ns, cache]
+        if cfg.gpu_sharing.mode == "dra":
+            depends.append(
+                GpuClaims("gpu-claims", GpuClaimsArgs(cfg.namespace, cfg.gpu_sharing, [g.gpu for g in plan.used_gpus()]), opts=in_ns)
+            )
+        pool = OllamaAdapterPool(
+            "ollama",
+            OllamaAdapterPoolArgs(
+                namespace=cfg.namespace,
+                image=cfg.ollama.image,
+                workloads=plan.workloads,
+                gpu_sharing=cfg.gpu_sharing,
+                cache=cache,
+                pull_mib_per_second=cfg.ollama.pull_mib_per_second,
+                server_start_seconds=cfg.ollama.server_start_seconds,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
+        )
+        self.endpoints = pool.endpoints
+        self.register_outputs({"namespace": self.namespace, "endpoints": self.endpoints})

@@ -1,0 +1,60 @@
+"""The edge: read the stack's `llm-infra:*` Pulumi config once, validate it, and plan it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from stacks.config import PROJECT, StackConfig, parse_config
+from stacks.errors import ConfigError
+from stacks.plan import Plan, build_plan
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A validated stack: its config and the plan every component renders from."""
+
+    config: StackConfig
+    plan: Plan
+
+
+class InvalidStack(pulumi.RunError):
+    """Raised instead of a traceback: Pulumi prints only the message for a RunError."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid stack configuration:\n  " + "\n  ".join(problems))
+
+
+def _decode(value: Any) -> Any:
+    """Structured config reaches the program as JSON text; plain strings stay strings."""
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def raw_config() -> dict[str, Any]:
+    """Every `llm-infra:<key>` the engine passed to this program, as top-level key -> value."""
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    prefix = f"{PROJECT}:"
+    return {k[len(prefix):]: _decode(v) for k, v in sorted(merged.items()) if k.startswith(prefix)}
+
+
+def stack_from(raw: dict[str, Any]) -> Stack:
+    cfg = parse_config(raw)
+    return Stack(cfg, build_plan(cfg))
+
+
+def load_stack() -> Stack:
+    """Parse and plan the running stack's config; an invalid one ends the program with its problems."""
+    try:
+        return stack_from(raw_config())
+    except ConfigError as exc:
+        raise InvalidStack(exc.problems) from None

@@ -1,0 +1,51 @@
+"""Shared helpers: the dev stack's config as plain data, and running the program on a variant."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Callable
+
+import pytest
+
+from stacks.errors import ConfigError
+from stacks.loader import InvalidStack, stack_from
+from tools.offline import Run, run_program, stack_config
+
+
+def stack_raw(stack: str = "dev") -> dict[str, Any]:
+    """Top-level key -> value, as the program sees Pulumi.<stack>.yaml (plus Pulumi.yaml defaults)."""
+    config, _ = stack_config(stack)
+    return {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in config.items()}
+
+
+def run_raw(raw: dict[str, Any]) -> Run:
+    return run_program({f"llm-infra:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()})
+
+
+def variant(edit: Callable[[dict[str, Any]], Any], stack: str = "dev") -> dict[str, Any]:
+    raw = copy.deepcopy(stack_raw(stack))
+    edit(raw)
+    return raw
+
+
+def problems_of(raw: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        stack_from(raw)
+    return exc.value.problems
+
+
+def program_problems(raw: dict[str, Any]) -> list[str]:
+    """The same, but through the real program under mocks."""
+    with pytest.raises(InvalidStack) as exc:
+        run_raw(raw)
+    return exc.value.problems
+
+
+@pytest.fixture(scope="session")
+def dev_run() -> Run:
+    return run_raw(stack_raw("dev"))
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", [])}

@@ -1,0 +1,108 @@
+"""Every kind of invalid config exits with one line per problem naming the full key, and no files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import problems_of, program_problems, stack_raw, variant
+from tools.offline import ROOT
+
+A = "llm-infra:ollama.adapters"
+
+
+def chatbot(raw):
+    return raw["ollama"]["adapters"]["chatbot"]
+
+
+CASES = [
+    ("wrong type", lambda r: chatbot(r).update(parallel="twelve"), f"{A}.chatbot.parallel: Input should be a valid integer"),
+    ("float for a count", lambda r: chatbot(r).update(replicas=1.5), f"{A}.chatbot.replicas: Input should be a valid integer"),
+    ("typo'd key", lambda r: chatbot(r).update(gpuu=0), f"{A}.chatbot.gpuu: unknown key; did you mean 'gpu'?"),
+    ("typo'd top-level key", lambda r: r.update(olama={}), "llm-infra:olama: unknown key; did you mean 'ollama'?"),
+    ("zero replicas", lambda r: chatbot(r).update(replicas=0), f"{A}.chatbot.replicas: Input should be greater than or equal to 1"),
+    ("negative parallel", lambda r: r["ollama"]["base"].update(parallel=-2), "llm-infra:ollama.base.parallel: Input should be greater than or equal to 1"),
+    ("zero VRAM", lambda r: r["nodes"][0]["gpus"][1].update(vramGiB=0), "llm-infra:nodes[0].gpus[1].vramGiB: Input should be greater than 0"),
+    ("GPU that does not exist", lambda r: chatbot(r).update(gpu=2), f"{A}.chatbot.gpu: node workstation has no GPU 2 (it has: 0, 1)"),
+    ("malformed duration", lambda r: chatbot(r).update(keepAlive="10 minutes"), f"{A}.chatbot.keepAlive: '10 minutes' is not a duration"),
+    ("missing required key", lambda r: chatbot(r).pop("contextLength"), f"{A}.chatbot.contextLength: required key is missing"),
+    ("missing ollama section", lambda r: r.pop("ollama"), "llm-infra:ollama: required key is missing"),
+    ("unpinned image", lambda r: r["ollama"].update(image="ollama/ollama:latest"), "llm-infra:ollama.image: 'ollama/ollama:latest' is not pinned"),
+    ("untagged image", lambda r: r["ollama"].update(image="ollama/ollama"), "llm-infra:ollama.image: 'ollama/ollama' is not pinned"),
+    ("unknown GPU mode", lambda r: r["gpuSharing"].update(mode="mps"), "llm-infra:gpuSharing.mode: Input should be 'dra', 'visible-devices' or 'exclusive'"),
+    ("adapter of another base", lambda r: chatbot(r).update(base="llama3:8b-text-q4_0"), f"{A}.chatbot.base: adapter was trained on 'llama3:8b-text-q4_0'"),
+    ("adapter not GGUF", lambda r: chatbot(r).update(file="adapters/chatbot.safetensors"), f"{A}.chatbot.file: 'adapters/chatbot.safetensors' has the wrong form"),
+    ("adapter outside the cache", lambda r: chatbot(r).update(file="../etc/x.gguf"), f"{A}.chatbot.file: '../etc/x.gguf' must be a path inside the model cache"),
+    ("context above trained", lambda r: chatbot(r).update(contextLength=16384), f"{A}.chatbot.contextLength: 16384 is above llama3:8b's trained context of 8192"),
+    ("model not in catalog", lambda r: r["ollama"].update(baseModel="llama9:1t"), "llm-infra:ollama.baseModel: 'llama9:1t' is not in the model catalog"),
+    ("bad GPU uuid", lambda r: r["nodes"][0]["gpus"][0].update(uuid="GPU-0"), "llm-infra:nodes[0].gpus[0].uuid: 'GPU-0' has the wrong form"),
+    ("visible-devices without uuid", lambda r: r["nodes"][0]["gpus"][0].pop("uuid"), "llm-infra:nodes[0].gpus[0].uuid: gpuSharing.mode visible-devices pins GPUs by UUID"),
+    ("unknown node", lambda r: chatbot(r).update(node="laptop"), f"{A}.chatbot.node: no node named 'laptop'"),
+    ("reserve eats the node", lambda r: r["nodes"][0]["reserve"].update(cpu=16), "llm-infra:nodes[0].reserve.cpu: reserve 16 leaves no CPU"),
+    ("rwx without a class", lambda r: r["modelCache"].update(mode="rwx"), "llm-infra:modelCache.storageClassName: modelCache.mode rwx needs a StorageClass"),
+    ("bad size", lambda r: r["modelCache"].update(size="100GB"), "llm-infra:modelCache.size: '100GB' has the wrong form"),
+    ("bad adapter name", lambda r: r["ollama"]["adapters"].update(Chat_Bot=r["ollama"]["adapters"].pop("chatbot")), f"{A}.Chat_Bot: adapter name must be a DNS label"),
+]
+
+
+@pytest.mark.parametrize("edit,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_invalid_value_names_key_and_fix(edit, expected):
+    problems = problems_of(variant(edit))
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_dra_needs_uuid_or_pci_bus_id():
+    def edit(r):
+        r["gpuSharing"]["mode"] = "dra"
+        for g in r["nodes"][0]["gpus"]:
+            g.pop("uuid"), g.pop("pciBusID")
+
+    problems = problems_of(variant(edit))
+    assert problems[0].startswith("llm-infra:nodes[0].gpus[0]: gpuSharing.mode dra selects GPUs by uuid or pciBusID")
+
+
+def test_several_nodes_need_node_named():
+    def edit(r):
+        second = dict(r["nodes"][0], name="second")
+        r["nodes"].append(second)
+
+    problems = problems_of(variant(edit))
+    assert "llm-infra:ollama.base.node: the stack has 2 nodes; say which one (workstation, second)" in problems
+
+
+def test_all_problems_reported_at_once():
+    def edit(r):
+        chatbot(r)["gpu"] = 5
+        r["ollama"]["base"]["contextLength"] = 9000
+
+    problems = problems_of(variant(edit))
+    assert len(problems) == 2
+    assert problems[0].startswith("llm-infra:ollama.base.contextLength") and problems[1].startswith(f"{A}.chatbot.gpu")
+
+
+def test_program_stops_with_the_problems_not_a_traceback():
+    problems = program_problems(variant(lambda r: chatbot(r).update(gpu=3)))
+    assert problems == [f"{A}.chatbot.gpu: node workstation has no GPU 3 (it has: 0, 1)"]
+
+
+def test_render_of_invalid_config_exits_nonzero_and_writes_nothing(tmp_path):
+    raw = variant(lambda r: chatbot(r).update(queue=0))
+    cfg = tmp_path / "Pulumi.bad.yaml"
+    cfg.write_text(yaml.safe_dump({"config": {f"llm-infra:{k}": v for k, v in raw.items()}}))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "tools.render", "--stack", "bad", "--config", str(cfg), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert f"{A}.chatbot.queue: Input should be greater than or equal to 1" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not out.exists()
+
+
+def test_dev_stack_is_valid():
+    assert stack_raw("dev")["ollama"]["base"]["gpu"] == 0
+    from stacks.loader import stack_from
+
+    assert [w.role for w in stack_from(stack_raw("dev")).plan.workloads] == ["base", "chatbot", "code", "summarization"]

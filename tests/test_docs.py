@@ -1,0 +1,33 @@
+"""Docs and code agree: the config reference and Pulumi.yaml are generated from the models."""
+
+from __future__ import annotations
+
+import yaml
+
+from stacks.config import StackConfig
+from tools import gen_docs
+from tools.offline import ROOT
+
+
+def test_readme_and_pulumi_yaml_are_current():
+    assert (ROOT / "README.md").read_text() == gen_docs.rendered_readme(), "README config table is stale: make docs"
+    assert (ROOT / "Pulumi.yaml").read_text() == gen_docs.rendered_pulumi_yaml(), "Pulumi.yaml config is stale: make docs"
+
+
+def test_pulumi_yaml_declares_every_top_level_key_with_cli_types_only():
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert project["name"] == "llm-infra" and project["runtime"]["name"] == "python"
+    config = project["config"]
+    assert list(config) == [f.alias for f in StackConfig.model_fields.values()]
+    for entry in config.values():
+        assert set(entry) <= {"type", "default", "description"}
+        assert entry.get("type", "string") in {"string", "integer", "boolean", "array"}
+    assert config["namespace"]["default"] == StackConfig.model_fields["namespace"].default
+
+
+def test_readme_documents_every_nested_key():
+    text = (ROOT / "README.md").read_text()
+    for key in ("ollama.adapters.<name>.contextLength", "nodes[].gpus[].pciBusID", "gpuSharing.mode", "modelCache.provisioner"):
+        assert f"| `{key}` |" in text
+    assert text.splitlines()[3:5] == ["make render   # renders stack dev offline: build/dev/manifests.yaml, build/dev/plan.json, and the GPU plan table",
+                                      "make test     # the whole test suite (also what CI runs, through .ci/run)"]

@@ -1,0 +1,125 @@
+"""Generate the config docs from the pydantic models, so docs and code cannot drift.
+
+    python -m tools.gen_docs --write   # rewrite Pulumi.yaml's config: block and README's table
+    python -m tools.gen_docs --check   # exit 1 if either is stale (the tests do this too)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+import typing
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from stacks.config import StackConfig
+from tools.offline import ROOT
+
+PULUMI_MARK = "# Generated from stacks/config.py by `make docs`; every key is checked by the program itself."
+BEGIN, END = "<!-- config-reference:begin (make docs) -->", "<!-- config-reference:end -->"
+
+
+def _unwrap(tp: Any) -> tuple[Any, str]:
+    """(inner model or type, container suffix) for list[...] / dict[...] / Optional[...]."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _unwrap(args[0])
+        return tp, ""
+    if origin is list:
+        inner, suffix = _unwrap(typing.get_args(tp)[0])
+        return inner, "[]" + suffix
+    if origin is dict:
+        inner, suffix = _unwrap(typing.get_args(tp)[1])
+        return inner, ".<name>" + suffix
+    return tp, ""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"map of {_type_name(typing.get_args(tp)[1])}"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "object"
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
+
+
+def rows(model: type[BaseModel] = StackConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    out = []
+    for name, f in model.model_fields.items():
+        k = f"{prefix}{f.alias or name}"
+        if f.is_required():
+            default = "required"
+        elif f.default is PydanticUndefined or isinstance(f.default, BaseModel) or f.default in ({}, []):
+            default = "see below" if isinstance(f.default, BaseModel) else ("empty" if f.default in ({}, []) else "")
+        else:
+            default = "none" if f.default is None else f"`{f.default}`"
+        out.append((k, _type_name(f.annotation), default, (f.description or "").replace("|", "\\|")))
+        inner, suffix = _unwrap(f.annotation)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            out += rows(inner, f"{k}{suffix}.")
+    return out
+
+
+def readme_table() -> str:
+    lines = ["| key (`llm-infra:` ...) | type | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{k}` | {t} | {d} | {m} |" for k, t, d, m in rows()]
+    return "\n".join(lines)
+
+
+def pulumi_config_block() -> dict[str, Any]:
+    """Pulumi.yaml `config:`: typed where the CLI has a type (string), described everywhere."""
+    block: dict[str, Any] = {}
+    for name, f in StackConfig.model_fields.items():
+        entry: dict[str, Any] = {"description": f.description}
+        if f.annotation is str:
+            entry = {"type": "string", "default": f.default, **entry}
+        block[f.alias or name] = entry
+    return block
+
+
+def rendered_pulumi_yaml() -> str:
+    text = (ROOT / "Pulumi.yaml").read_text()
+    head = text.split(PULUMI_MARK, 1)[0].split("\nconfig:", 1)[0].rstrip("\n")
+    body = yaml.safe_dump({"config": pulumi_config_block()}, sort_keys=False, width=120)
+    return f"{head}\n{PULUMI_MARK}\n{body}"
+
+
+def rendered_readme() -> str:
+    text = (ROOT / "README.md").read_text()
+    before, rest = text.split(BEGIN, 1)
+    _, after = rest.split(END, 1)
+    return f"{before}{BEGIN}\n{readme_table()}\n{END}{after}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--write", action="store_true")
+    g.add_argument("--check", action="store_true")
+    a = p.parse_args(argv)
+    want = {ROOT / "Pulumi.yaml": rendered_pulumi_yaml(), ROOT / "README.md": rendered_readme()}
+    stale = [path for path, text in want.items() if path.read_text() != text]
+    if a.write:
+        for path in stale:
+            path.write_text(want[path])
+            print(f"updated {path.name}")
+        return 0
+    for path in stale:
+        print(f"{path.name} is stale: run make docs", file=sys.stderr)
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Run the real program offline: Pulumi's mocks, a stack file as config, objects recorded.
+
+Used by the renderer (`make render`) and by the tests. Nothing here reaches a cluster or needs the
+Pulumi CLI. See ../shared/facts/k8s-pulumi.md Part C for how mocks behave.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime.mocks import MockMonitor
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+
+# Apply order: what others depend on first.
+KIND_ORDER = [
+    "Namespace", "StorageClass", "PersistentVolume", "PersistentVolumeClaim", "ResourceClaim",
+    "Secret", "ConfigMap", "ServiceAccount", "Service", "Deployment",
+]
+
+
+class StackFileError(Exception):
+    pass
+
+
+@dataclass
+class Recorded:
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    custom: bool
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_k8s_object(self) -> bool:
+        return self.custom and self.typ.startswith("kubernetes:") and "providers" not in self.typ
+
+
+@dataclass
+class Run:
+    resources: list[Recorded]
+    program: dict[str, Any]
+
+    def objects(self) -> list[dict[str, Any]]:
+        """Every Kubernetes object, cleaned for YAML, in apply order."""
+        objs = [clean(r.inputs) for r in self.resources if r.is_k8s_object]
+        return sorted(objs, key=_order)
+
+    def find(self, kind: str, name: str) -> dict[str, Any]:
+        for o in self.objects():
+            if o["kind"] == kind and o["metadata"]["name"] == name:
+                return o
+        raise KeyError(f"no {kind} named {name}")
+
+    def resource(self, kind: str, name: str) -> Recorded:
+        for r in self.resources:
+            if r.is_k8s_object and r.inputs.get("kind") == kind and r.inputs.get("metadata", {}).get("name") == name:
+                return r
+        raise KeyError(f"no {kind} named {name}")
+
+
+def _order(o: dict[str, Any]) -> tuple:
+    kind = o.get("kind", "")
+    rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    meta = o.get("metadata", {})
+    return (rank, kind, meta.get("namespace") or "", meta.get("name") or "")
+
+
+def clean(value: Any) -> Any:
+    """Unwrap secrets, turn integral floats back into ints, order the top-level keys."""
+    if isinstance(value, dict):
+        if SECRET_SIG in value:
+            return clean(value.get("value"))
+        out = {k: clean(v) for k, v in value.items()}
+        if "apiVersion" in out and "kind" in out:
+            head = {k: out.pop(k) for k in ("apiVersion", "kind", "metadata") if k in out}
+            out = {**head, **dict(sorted(out.items()))}
+        return out
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.resources: list[Recorded] = []
+        self.options: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        rec = Recorded(args.typ, args.name, args.inputs, bool(args.custom), self.options.get((args.typ, args.name), {}))
+        self.resources.append(rec)
+        return f"{args.name}-id", args.inputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+class RecordingMonitor(MockMonitor):
+    """Resource options never reach Mocks.new_resource; read them off the registration."""
+
+    def RegisterResource(self, request):
+        self.mocks.options[(request.type, request.name)] = {
+            "retainOnDelete": bool(request.retainOnDelete),
+            "protect": bool(request.protect),
+            "customTimeouts": {"create": request.customTimeouts.create, "update": request.customTimeouts.update},
+            "provider": request.provider,
+            "parent": request.parent,
+            "dependencies": list(request.dependencies),
+        }
+        return super().RegisterResource(request)
+
+
+def stack_config(stack: str = "dev", config_file: Path | None = None) -> tuple[dict[str, str], list[str]]:
+    """The config map the CLI would pass: Pulumi.yaml defaults overlaid by Pulumi.<stack>.yaml.
+
+    `secure:` values cannot be decrypted offline; they become placeholders marked secret."""
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    name = project["name"]
+    full = lambda k: k if ":" in k else f"{name}:{k}"  # noqa: E731
+    values: dict[str, Any] = {}
+    for k, decl in (project.get("config") or {}).items():
+        if isinstance(decl, dict):
+            if "default" in decl:
+                values[full(k)] = decl["default"]
+            elif "value" in decl:
+                values[full(k)] = decl["value"]
+        else:
+            values[full(k)] = decl
+    path = config_file or ROOT / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        raise StackFileError(f"no stack config file {path}; create it or pass CONFIG=<file>")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise StackFileError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
+        raise StackFileError(f"{path}: expected a mapping with a 'config:' mapping")
+    secret_keys: list[str] = []
+    for k, v in (data.get("config") or {}).items():
+        if isinstance(v, dict) and set(v) == {"secure"}:
+            secret_keys.append(full(k))
+            v = f"<secret:{full(k)}>"
+        values[full(k)] = v
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}, secret_keys
+
+
+def run_program(config: dict[str, str], secret_keys: list[str] | None = None, stack: str = "dev") -> Run:
+    """Run __main__.py under mocks with this config; raises what the program raises."""
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="llm-infra", stack=stack, preview=False, monitor=RecordingMonitor(mocks))
+    pulumi.runtime.set_all_config(config, secret_keys or [])
+    program: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def run():
+        program.update(runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"))
+
+    run()
+    return Run(mocks.resources, program)
+
+
+def run_stack(stack: str = "dev", config_file: Path | None = None) -> Run:
+    config, secrets = stack_config(stack, config_file)
+    return run_program(config, secrets, stack)
