@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -20,8 +21,13 @@ from components.labels import labels, meta
 from stacks.config import GpuSharing
 from stacks.plan import GpuRef
 
-CLAIM_REF = "gpu"
-"""Name of the claim inside the pod spec (`spec.resourceClaims[].name`)."""
+CLAIM_REQUEST = "gpu"
+"""Name of the device request inside each ResourceClaim."""
+
+
+def claim_ref(gpu: GpuRef) -> str:
+    """Name of a GPU's claim inside the pod spec (`spec.resourceClaims[].name`)."""
+    return f"gpu-{gpu.index}"
 
 
 @dataclass(frozen=True)
@@ -38,19 +44,20 @@ class GpuPodFields:
     )
 
 
-def gpu_pod_fields(sharing: GpuSharing, gpu: GpuRef) -> GpuPodFields:
+def gpu_pod_fields(sharing: GpuSharing, gpus: Sequence[GpuRef], cuda_env: bool) -> GpuPodFields:
+    """Pod fields that pin a pod to `gpus`. `cuda_env`: also set CUDA_VISIBLE_DEVICES (Ollama reads
+    only that; vLLM sees exactly the GPUs the runtime injects)."""
     if sharing.mode == "dra":
         return GpuPodFields(
-            resource_claims=[k8s.core.v1.PodResourceClaimArgs(name=CLAIM_REF, resource_claim_name=gpu.claim_name)],
-            container_claims=[k8s.core.v1.ResourceClaimArgs(name=CLAIM_REF)],
+            resource_claims=[k8s.core.v1.PodResourceClaimArgs(name=claim_ref(g), resource_claim_name=g.claim_name) for g in gpus],
+            container_claims=[k8s.core.v1.ResourceClaimArgs(name=claim_ref(g)) for g in gpus],
         )
     if sharing.mode == "visible-devices":
-        assert gpu.uuid is not None  # checked at the edge
-        return GpuPodFields(
-            runtime_class_name=sharing.runtime_class_name,
-            env={"CUDA_VISIBLE_DEVICES": gpu.uuid, "NVIDIA_VISIBLE_DEVICES": gpu.uuid},
-        )
-    return GpuPodFields(runtime_class_name=sharing.runtime_class_name, limits={"nvidia.com/gpu": "1"})
+        assert all(g.uuid for g in gpus)  # checked at the edge
+        uuids = ",".join(g.uuid or "" for g in gpus)
+        env = {"NVIDIA_VISIBLE_DEVICES": uuids, **({"CUDA_VISIBLE_DEVICES": uuids} if cuda_env else {})}
+        return GpuPodFields(runtime_class_name=sharing.runtime_class_name, env=env)
+    return GpuPodFields(runtime_class_name=sharing.runtime_class_name, limits={"nvidia.com/gpu": str(len(gpus))})
 
 
 def cel_selector(gpu: GpuRef, device_class: str) -> str:
@@ -85,7 +92,7 @@ class GpuClaims(pulumi.ComponentResource):
                     devices=k8s.resource.v1.DeviceClaimArgs(
                         requests=[
                             k8s.resource.v1.DeviceRequestArgs(
-                                name=CLAIM_REF,
+                                name=CLAIM_REQUEST,
                                 exactly=k8s.resource.v1.ExactDeviceRequestArgs(
                                     device_class_name=args.sharing.device_class_name,
                                     selectors=[

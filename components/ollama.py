@@ -158,7 +158,7 @@ class OllamaAdapterPool(pulumi.ComponentResource):
     def _server(self, name: str, args: OllamaAdapterPoolArgs, w: OllamaWorkload) -> None:
         component = "base" if w.adapter is None else "adapter"
         lab = labels("ollama", w.deployment_name, component)
-        gpu = gpu_pod_fields(args.gpu_sharing, w.gpu)
+        gpu = gpu_pod_fields(args.gpu_sharing, [w.gpu], cuda_env=True)
         s = w.server
         budget = rollout_budget_seconds(w, args.pull_mib_per_second, args.server_start_seconds)
         requests = {"cpu": f"{s.cpu:g}", "memory": f"{round(s.memory_gib * 1024)}Mi"}

@@ -9,7 +9,10 @@ from components.gpu import GpuClaims, GpuClaimsArgs
 from components.labels import labels, meta
 from components.model_cache import ModelCache, ModelCacheArgs
 from components.ollama import OllamaAdapterPool, OllamaAdapterPoolArgs
+from components.vllm import HF_TOKEN_KEY, VllmModel, VllmModelArgs
 from stacks.loader import Stack
+
+HF_SECRET = "huggingface-token"
 
 
 class Topology(pulumi.ComponentResource):
@@ -47,8 +50,8 @@ class Topology(pulumi.ComponentResource):
             ModelCacheArgs(
                 namespace=cfg.namespace,
                 spec=cfg.model_cache,
-                nodes=sorted({w.node for w in plan.workloads}),
-                workloads=[w.deployment_name for w in plan.workloads],
+                nodes=sorted({w.node for w in plan.workloads} | {w.node for w in plan.vllm}),
+                workloads=[w.deployment_name for w in plan.workloads] + [w.deployment_name for w in plan.vllm],
             ),
             opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(provider=adopting)),
         )
@@ -57,18 +60,40 @@ class Topology(pulumi.ComponentResource):
             depends.append(
                 GpuClaims("gpu-claims", GpuClaimsArgs(cfg.namespace, cfg.gpu_sharing, [g.gpu for g in plan.used_gpus()]), opts=in_ns)
             )
-        pool = OllamaAdapterPool(
-            "ollama",
-            OllamaAdapterPoolArgs(
-                namespace=cfg.namespace,
-                image=cfg.ollama.image,
-                workloads=plan.workloads,
-                gpu_sharing=cfg.gpu_sharing,
-                cache=cache,
-                pull_mib_per_second=cfg.ollama.pull_mib_per_second,
-                server_start_seconds=cfg.ollama.server_start_seconds,
-            ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
-        )
-        self.endpoints = pool.endpoints
+        serving = pulumi.ResourceOptions(parent=self, depends_on=depends)
+        self.endpoints = {}
+        if cfg.ollama is not None:
+            pool = OllamaAdapterPool(
+                "ollama",
+                OllamaAdapterPoolArgs(
+                    namespace=cfg.namespace,
+                    image=cfg.ollama.image,
+                    workloads=plan.workloads,
+                    gpu_sharing=cfg.gpu_sharing,
+                    cache=cache,
+                    pull_mib_per_second=cfg.ollama.pull_mib_per_second,
+                    server_start_seconds=cfg.ollama.server_start_seconds,
+                ),
+                opts=serving,
+            )
+            self.endpoints.update({f"ollama-{role}": url for role, url in pool.endpoints.items()})
+        if cfg.vllm is not None and plan.vllm:
+            secret_name = None
+            if cfg.hf_token is not None:
+                secret_name = HF_SECRET
+                k8s.core.v1.Secret(
+                    f"{name}-hf-token",
+                    metadata=meta(HF_SECRET, cfg.namespace, labels("huggingface-token", HF_SECRET, "credentials")),
+                    type="Opaque",
+                    string_data={HF_TOKEN_KEY: pulumi.Output.secret(cfg.hf_token)},
+                    opts=in_ns,
+                )
+            for model in sorted(cfg.vllm.models):
+                replicas = [w for w in plan.vllm if w.key == model]
+                vm = VllmModel(
+                    f"vllm-{model}",
+                    VllmModelArgs(cfg.namespace, cfg.vllm.image, replicas, cfg.gpu_sharing, cache, cfg.vllm, secret_name),
+                    opts=serving,
+                )
+                self.endpoints[f"vllm-{model}"] = vm.url
         self.register_outputs({"namespace": self.namespace, "endpoints": self.endpoints})

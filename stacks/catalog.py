@@ -96,3 +96,119 @@ OLLAMA_DEFAULT_IMAGE = "ollama/ollama:0.32.15"
 # CUDA context each GPU process holds that PredictServerVRAM leaves out ("about 0.45 GiB",
 # facts/ollama.md section 5, rough budget). Overridable in config (plan.cudaContextGiB).
 DEFAULT_CUDA_CONTEXT_GIB = 0.45
+
+
+# ------------------------------------------------------------------------------------------------
+# vLLM (facts/vllm.md; image vllm/vllm-openai:v0.33.0, ENTRYPOINT `vllm serve`, port 8000)
+
+
+@dataclass(frozen=True)
+class HfArch:
+    """Architecture facts of a Hugging Face checkpoint family (facts/vllm.md section 5)."""
+
+    name: str
+    parameters_b: float
+    layers: int
+    attention_heads: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+    max_position: int
+    mla_kv_dim: int = 0
+    """MLA models (DeepSeek-V2): kv_lora_rank + qk_rope_head_dim per token per layer, one head, not split by TP."""
+
+    def kv_bytes_per_token_per_rank(self, tp: int, dtype_bytes: int) -> int:
+        if self.mla_kv_dim:
+            return self.layers * self.mla_kv_dim * dtype_bytes
+        kv_per_rank = max(1, self.kv_heads // tp)
+        return 2 * self.layers * kv_per_rank * self.head_dim * dtype_bytes
+
+    def tp_problem(self, tp: int) -> str | None:
+        """Why vLLM would reject this tensor-parallel size, or None."""
+        if self.attention_heads % tp:
+            ok = [d for d in (1, 2, 4, 8, 16) if self.attention_heads % d == 0 and self.tp_problem(d) is None]
+            return f"{tp} does not divide {self.attention_heads} attention heads; use {', '.join(map(str, ok))}"
+        if not self.mla_kv_dim and (self.kv_heads % tp if self.kv_heads >= tp else tp % self.kv_heads):
+            return f"{tp} does not divide {self.kv_heads} KV heads (nor is a multiple of them)"
+        return None
+
+
+@dataclass(frozen=True)
+class HfModel:
+    """One Hugging Face repo vLLM serves."""
+
+    repo: str
+    arch: HfArch
+    gated: bool
+    quant_bits: int | None = None
+    """4 for pre-quantized AWQ/GPTQ checkpoints (the quantization is read from the checkpoint)."""
+    quant_method: str | None = None
+    unquantized_parameters_b: float = 0.0
+    """Parameters a 4-bit checkpoint keeps in 16 bit (embeddings, lm_head, MoE gates)."""
+    max_context: int | None = None
+    """Context the model card gives when it is below max_position (fine-tunes)."""
+    note: str = ""
+
+    @property
+    def trained_context(self) -> int:
+        return self.max_context or self.arch.max_position
+
+
+LLAMA31_8B = HfArch("Llama 3.1 8B", 8.03, 32, 32, 8, 128, 4096, 131072)
+LLAMA31_70B = HfArch("Llama 3.1 70B", 70.6, 80, 64, 8, 128, 8192, 131072)
+LLAMA32_3B = HfArch("Llama 3.2 3B", 3.21, 28, 24, 8, 128, 3072, 131072)
+MIXTRAL_8X7B = HfArch("Mixtral 8x7B", 46.7, 32, 32, 8, 128, 4096, 32768)
+DEEPSEEK_V2_LITE = HfArch("DeepSeek-Coder-V2-Lite", 15.7, 27, 16, 16, 128, 2048, 163840, mla_kv_dim=576)
+GRANITE31_8B = HfArch("Granite 3.1 8B", 8.1, 40, 32, 8, 128, 4096, 131072)
+
+HF_MODELS: dict[str, HfModel] = {
+    m.repo: m
+    for m in (
+        HfModel("meta-llama/Llama-3.1-8B-Instruct", LLAMA31_8B, gated=True),
+        HfModel("meta-llama/Llama-3.1-70B-Instruct", LLAMA31_70B, gated=True),
+        HfModel("meta-llama/Llama-3.2-3B-Instruct", LLAMA32_3B, gated=True),
+        HfModel("meta-llama/Llama-Guard-3-8B", LLAMA31_8B, gated=True, note="safety classifier, Llama 3.1 8B architecture"),
+        HfModel("ibm-granite/granite-3.1-8b-instruct", GRANITE31_8B, gated=False),
+        HfModel("watt-ai/watt-tool-8B", LLAMA31_8B, gated=False, max_context=32768,
+                note="fine-tune of Llama-3.1-8B-Instruct for tool use; model card: 32768 context, Apache-2.0"),
+        HfModel("deepseek-ai/DeepSeek-Coder-V2-Lite-Instruct", DEEPSEEK_V2_LITE, gated=False,
+                note="MLA; bf16 files 31.4 GB; vLLM 0.33 parses its config natively (no --trust-remote-code)"),
+        HfModel("casperhansen/mixtral-instruct-awq", MIXTRAL_8X7B, gated=False, quant_bits=4, quant_method="awq",
+                unquantized_parameters_b=0.27, note="AWQ 4-bit, group 128; gates and embeddings unquantized"),
+        HfModel("AMead10/Llama-3.2-3B-Instruct-AWQ", LLAMA32_3B, gated=False, quant_bits=4, quant_method="awq",
+                unquantized_parameters_b=0.39, note="community AWQ 4-bit (tied embeddings stay 16 bit); quality unverified"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class VllmEngine:
+    """vLLM 0.33 facts and the plan's estimates (facts/vllm.md sections 1, 4, 5)."""
+
+    port: int = 8000
+    default_gpu_memory_utilization: float = 0.92
+    # Default when --max-num-batched-tokens is unset on an A100 / <70 GiB GPU (get_batch_defaults).
+    default_max_num_batched_tokens: int = 2048
+    # 4-bit weights plus an fp16 scale and a 4-bit zero per group of 128 (estimate).
+    four_bit_bytes_per_parameter: float = 0.5 + (2 + 0.5) / 128
+    # Estimate of peak activations in the profile run: batched tokens x hidden x 2 B x this factor.
+    activation_factor: int = 16
+    # /dev/shm per tensor-parallel rank (NCCL needs >= 1 GB; docs examples 1-2 Gi; production-stack 20Gi flat).
+    shm_gib_per_rank: int = 4
+    # Removed in 0.33 ("unrecognized arguments"): never emitted, rejected in extraArgs.
+    removed_flags: tuple[str, ...] = ("--swap-space", "--tokenizer-pool-size", "--num-scheduler-steps",
+                                      "--use-v2-block-manager", "--task")
+    # Valid --quantization methods in 0.33 (model_executor/layers/quantization/__init__.py).
+    quantization_methods: tuple[str, ...] = (
+        "awq", "auto_awq", "awq_marlin", "fp8", "modelopt", "modelopt_fp4", "modelopt_mxfp8", "modelopt_mixed",
+        "auto_gptq", "gptq", "gptq_marlin", "compressed-tensors", "experts_int8", "quark", "moe_wna16", "torchao",
+        "inc", "mxfp4", "fp8_per_tensor", "fp8_per_block", "fp8_per_channel",
+    )
+    max_lora_ranks: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+VLLM = VllmEngine()
+VLLM_DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
+# CUDA context, cuBLAS/NCCL workspaces and CUDA graphs per GPU process (estimate, calibrate against
+# vLLM's "Available KV cache memory" log line). Overridable in config (plan.vllmRuntimeGiB).
+DEFAULT_VLLM_RUNTIME_GIB = 1.0

@@ -47,14 +47,21 @@ def raw_config() -> dict[str, Any]:
     return {k[len(prefix):]: _decode(v) for k, v in sorted(merged.items()) if k.startswith(prefix)}
 
 
-def stack_from(raw: dict[str, Any]) -> Stack:
-    cfg = parse_config(raw)
+def secret_keys() -> frozenset[str]:
+    """The `llm-infra:*` keys the engine marked secret (stored `secure:`)."""
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    env = set(runtime_config.get_config_secret_keys_env())
+    return frozenset(k for k in merged if k.startswith(f"{PROJECT}:") and (runtime_config.is_config_secret(k) or k in env))
+
+
+def stack_from(raw: dict[str, Any], secrets: frozenset[str] = frozenset()) -> Stack:
+    cfg = parse_config(raw, secrets)
     return Stack(cfg, build_plan(cfg))
 
 
 def load_stack() -> Stack:
     """Parse and plan the running stack's config; an invalid one ends the program with its problems."""
     try:
-        return stack_from(raw_config())
+        return stack_from(raw_config(), secret_keys())
     except ConfigError as exc:
         raise InvalidStack(exc.problems) from None

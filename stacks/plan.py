@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stacks.catalog import GIB, OLLAMA, OLLAMA_MODELS
-from stacks.config import Adapter, Node, OllamaServer, StackConfig, key, node_of, servers
+import math
+
+from stacks.catalog import GIB, HF_MODELS, OLLAMA, OLLAMA_MODELS, VLLM, HfModel
+from stacks.config import Adapter, Node, OllamaServer, StackConfig, VllmModel, key, node_of, servers
 from stacks.errors import ConfigError
 
 
@@ -63,6 +65,86 @@ class PodVram:
 
 
 @dataclass(frozen=True)
+class VllmShare:
+    """What one vLLM pod takes of one of its GPUs: `gpuMemoryUtilization` x capacity, split into
+    its weights shard, activations, runtime and the KV cache that is left."""
+
+    name: str
+    workload: str
+    weights_bytes: int
+    activation_bytes: int
+    runtime_bytes: int
+    total_bytes: int
+
+    @property
+    def overhead_bytes(self) -> int:
+        return self.activation_bytes + self.runtime_bytes
+
+    @property
+    def kv_bytes(self) -> int:
+        return self.total_bytes - self.weights_bytes - self.overhead_bytes
+
+
+@dataclass
+class VllmWorkload:
+    """One vLLM pod (a replica of a model) and where the plan put it."""
+
+    key: str
+    config_path: tuple[str, ...]
+    spec: VllmModel
+    hf: HfModel
+    replica: int
+    node: str = ""
+    gpus: tuple[GpuRef, ...] = ()
+    shares: tuple[VllmShare, ...] = ()
+
+    @property
+    def deployment_name(self) -> str:
+        return f"vllm-{self.key}" if self.spec.replicas == 1 else f"vllm-{self.key}-{self.replica}"
+
+    @property
+    def service_name(self) -> str:
+        return f"vllm-{self.key}"
+
+    @property
+    def served_name(self) -> str:
+        return self.spec.served_name or self.key
+
+    @property
+    def weights_bytes(self) -> int:
+        """The whole checkpoint in GPU memory (all ranks)."""
+        return vllm_weights_bytes(self.spec, self.hf)
+
+    @property
+    def kv_bytes_per_token_per_rank(self) -> int:
+        kv_dtype = 1 if self.spec.kv_cache_dtype.startswith("fp8") else dtype_bytes(self.spec.dtype)
+        return self.hf.arch.kv_bytes_per_token_per_rank(self.spec.tensor_parallel, kv_dtype)
+
+    @property
+    def kv_budget_bytes_per_rank(self) -> int:
+        return min(s.kv_bytes for s in self.shares)
+
+    @property
+    def max_full_context_seqs(self) -> int:
+        """Sequences of maxModelLen tokens that fit in the KV cache at once."""
+        return max(0, self.kv_budget_bytes_per_rank) // (self.kv_bytes_per_token_per_rank * self.spec.max_model_len)
+
+
+def dtype_bytes(dtype: str) -> int:
+    return 4 if dtype in ("float", "float32") else 2
+
+
+def vllm_weights_bytes(spec: VllmModel, hf: HfModel) -> int:
+    params = hf.arch.parameters_b * 1e9
+    if hf.quant_bits == 4:
+        unq = hf.unquantized_parameters_b * 1e9
+        return round(unq * 2 + (params - unq) * VLLM.four_bit_bytes_per_parameter)
+    if spec.quantization is not None and spec.quantization.startswith("fp8"):
+        return round(params)
+    return round(params * dtype_bytes(spec.dtype))
+
+
+@dataclass(frozen=True)
 class OllamaWorkload:
     """One Ollama server (Deployment + Service) with everything the components need to render it."""
 
@@ -92,7 +174,7 @@ class OllamaWorkload:
 @dataclass
 class GpuPlan:
     gpu: GpuRef
-    pods: list[PodVram] = field(default_factory=list)
+    pods: list[PodVram | VllmShare] = field(default_factory=list)
 
     @property
     def allocated_bytes(self) -> int:
@@ -106,7 +188,10 @@ class GpuPlan:
         """Memory free when `pod` loads last: capacity minus every other pod's use."""
         return self.gpu.capacity_bytes - (self.allocated_bytes - pod.total_bytes)
 
-    def loads_whole(self, pod: PodVram) -> bool:
+    def loads_whole(self, pod: PodVram | VllmShare) -> bool:
+        """Ollama's whole-load rule; a vLLM server either gets its share at start or fails to start."""
+        if isinstance(pod, VllmShare):
+            return True
         return pod.predicted_bytes <= OLLAMA.whole_load_fraction * self.free_at_load_bytes(pod)
 
 
@@ -132,6 +217,8 @@ class Plan:
     workloads: list[OllamaWorkload]
     gpus: list[GpuPlan]
     nodes: list[NodePlan]
+    vllm: list[VllmWorkload] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     def used_gpus(self) -> list[GpuPlan]:
         return [g for g in self.gpus if g.pods]
@@ -150,13 +237,20 @@ class Plan:
                         {
                             "name": p.name,
                             "workload": p.workload,
+                            "engine": "vllm" if isinstance(p, VllmShare) else "ollama",
                             "weightsGiB": gib(p.weights_bytes),
                             "kvCacheGiB": gib(p.kv_bytes),
                             "overheadGiB": gib(p.overhead_bytes),
                             "totalGiB": gib(p.total_bytes),
-                            "predictedGiB": gib(p.predicted_bytes),
-                            "freeAtLoadGiB": gib(g.free_at_load_bytes(p)),
-                            "loadsWhole": g.loads_whole(p),
+                            **(
+                                {"gpuMemoryUtilization": round(p.total_bytes / g.gpu.capacity_bytes, 4)}
+                                if isinstance(p, VllmShare)
+                                else {
+                                    "predictedGiB": gib(p.predicted_bytes),
+                                    "freeAtLoadGiB": gib(g.free_at_load_bytes(p)),
+                                    "loadsWhole": g.loads_whole(p),
+                                }
+                            ),
                         }
                         for p in g.pods
                     ],
@@ -181,6 +275,26 @@ class Plan:
                     "pods": n.pods,
                 }
                 for n in self.nodes
+            ],
+            "vllm": [
+                {
+                    "model": w.key,
+                    "replica": w.replica,
+                    "deployment": w.deployment_name,
+                    "repo": w.hf.repo,
+                    "servedName": w.served_name,
+                    "node": w.node,
+                    "gpus": [g.index for g in w.gpus],
+                    "tensorParallel": w.spec.tensor_parallel,
+                    "gpuMemoryUtilization": w.spec.gpu_memory_utilization,
+                    "maxModelLen": w.spec.max_model_len,
+                    "weightsGiB": gib(w.weights_bytes),
+                    "weightsPerGpuGiB": gib(w.shares[0].weights_bytes) if w.shares else None,
+                    "kvPerTokenPerGpuKiB": round(w.kv_bytes_per_token_per_rank / 1024, 3),
+                    "kvCachePerGpuGiB": gib(w.kv_budget_bytes_per_rank) if w.shares else None,
+                    "maxConcurrentSeqsAtFullContext": w.max_full_context_seqs if w.shares else None,
+                }
+                for w in self.vllm
             ],
         }
 
@@ -231,17 +345,144 @@ def build_plan(cfg: StackConfig) -> Plan:
         workloads.append(OllamaWorkload(role, path, server, adapter, cfg.ollama.base_model, node.name, gpu_plan.gpu, pods))
 
     plan = Plan(cfg.gpu_sharing.mode, workloads, list(gpus.values()), list(nodes.values()))
-    problems = plan_problems(plan)
+    if cfg.vllm is not None:
+        _place_vllm(cfg, plan, gpus, nodes)
+    problems = plan.problems + plan_problems(plan)
     if problems:
         raise ConfigError(problems)
     return plan
 
 
+def _vllm_replicas(cfg: StackConfig) -> list[VllmWorkload]:
+    """Every vLLM pod, biggest first (tensor parallel, then share of a GPU), so placement packs well."""
+    assert cfg.vllm is not None
+    out = [
+        VllmWorkload(k, ("vllm", "models", k), m, HF_MODELS[m.model], r)
+        for k, m in cfg.vllm.models.items()
+        for r in range(m.replicas)
+    ]
+    return sorted(out, key=lambda w: (-w.spec.tensor_parallel, -w.spec.gpu_memory_utilization, w.key, w.replica))
+
+
+def _fit(w: VllmWorkload, node: Node, gpus: dict[tuple[str, int], GpuPlan], pinned: list[int] | None,
+         exclusive: bool = False) -> list[GpuPlan] | None:
+    """The GPUs of `node` this pod would take: the pinned ones, or the tightest that still have room
+    (in exclusive mode, only GPUs nothing else uses)."""
+    util = w.spec.gpu_memory_utilization
+    room = [g for (n, _), g in gpus.items() if n == node.name and g.free_bytes >= util * g.gpu.capacity_bytes - 1
+            and not (exclusive and g.pods)]
+    if pinned is not None:
+        chosen = [g for g in room if g.gpu.index in pinned]
+        return chosen if len(chosen) == len(pinned) else None
+    room.sort(key=lambda g: (g.free_bytes - util * g.gpu.capacity_bytes, g.gpu.index))
+    return room[: w.spec.tensor_parallel] if len(room) >= w.spec.tensor_parallel else None
+
+
+def _place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan], nodes: dict[str, NodePlan]) -> None:
+    runtime = round(cfg.plan.vllm_runtime_gib * GIB)
+    unplaced: list[VllmWorkload] = []
+    for w in _vllm_replicas(cfg):
+        candidates = [n for n in cfg.nodes if w.spec.node in (None, n.name)]
+        exclusive = cfg.gpu_sharing.mode == "exclusive"
+        placed = next(((n, f) for n in candidates if (f := _fit(w, n, gpus, w.spec.gpus, exclusive)) is not None), None)
+        if placed is None:
+            unplaced.append(w)
+            continue
+        node, chosen = placed
+        w.node, w.gpus = node.name, tuple(sorted((g.gpu for g in chosen), key=lambda r: r.index))
+        pod = w.deployment_name
+        tp = w.spec.tensor_parallel
+        batched = w.spec.max_num_batched_tokens or VLLM.default_max_num_batched_tokens
+        activation = batched * w.hf.arch.hidden * 2 * VLLM.activation_factor
+        shares = []
+        for g in sorted(chosen, key=lambda g: g.gpu.index):
+            share = VllmShare(pod, pod, math.ceil(w.weights_bytes / tp), activation, runtime,
+                              round(w.spec.gpu_memory_utilization * g.gpu.capacity_bytes))
+            g.pods.append(share)
+            shares.append(share)
+        w.shares = tuple(shares)
+        n = nodes[node.name]
+        n.cpu_requests += w.spec.cpu
+        n.memory_requests_gib += w.spec.memory_gib + shm_gib(w.spec)
+        n.pods.append(pod)
+        plan.vllm.append(w)
+    plan.vllm.sort(key=lambda w: (w.key, w.replica))
+    for w in plan.vllm:
+        plan.problems += _vllm_share_problems(w)
+    if unplaced:
+        plan.problems += _unplaced_problems(cfg, unplaced, gpus)
+
+
+def shm_gib(spec: VllmModel) -> int:
+    """/dev/shm (memory-backed) for tensor parallelism; none for a single GPU."""
+    return VLLM.shm_gib_per_rank * spec.tensor_parallel if spec.tensor_parallel > 1 else 0
+
+
+def _vllm_share_problems(w: VllmWorkload) -> list[str]:
+    at = lambda *k: key(*w.config_path, *k)  # noqa: E731
+    s = min(w.shares, key=lambda x: x.kv_bytes)
+    util = w.spec.gpu_memory_utilization
+    if s.kv_bytes <= 0:
+        return [
+            f"{at('gpuMemoryUtilization')}: {w.deployment_name} does not fit its share of a GPU: {util:g} x "
+            f"{gib(s.total_bytes / util):.2f} GiB = {gib(s.total_bytes):.2f} GiB, but weights need {gib(s.weights_bytes):.2f} GiB "
+            f"per GPU (of {gib(w.weights_bytes):.2f} GiB over tensorParallel {w.spec.tensor_parallel}) + {gib(s.overhead_bytes):.2f} GiB "
+            f"activations and runtime; raise gpuMemoryUtilization or tensorParallel, or quantize"
+        ]
+    one_seq = w.kv_bytes_per_token_per_rank * w.spec.max_model_len
+    if s.kv_bytes < one_seq:
+        fits = s.kv_bytes // w.kv_bytes_per_token_per_rank
+        return [
+            f"{at('maxModelLen')}: {w.deployment_name}'s KV cache ({gib(s.kv_bytes):.2f} GiB per GPU) holds {fits} tokens, less than "
+            f"one {w.spec.max_model_len}-token sequence ({gib(one_seq):.2f} GiB); vLLM would refuse to start. Use maxModelLen <= {fits}, "
+            f"or raise gpuMemoryUtilization / tensorParallel, or set kvCacheDtype fp8"
+        ]
+    return []
+
+
+def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dict[tuple[str, int], GpuPlan]) -> list[str]:
+    """Name each pod that has no room, and what the node would need to place them all."""
+    out = []
+    for w in unplaced:
+        node = next(n for n in cfg.nodes if w.spec.node in (None, n.name))
+        free = ", ".join(f"{g.gpu.index}: {gib(g.free_bytes):.2f}" for (n, _), g in gpus.items() if n == node.name)
+        where = "its pinned GPUs" if w.spec.gpus else f"{w.spec.tensor_parallel} GPU(s) of one node"
+        out.append(
+            f"{key(*w.config_path)}: no room for {w.deployment_name}: it needs {w.spec.gpu_memory_utilization:g} of {where}; "
+            f"free GiB per GPU on node {node.name}: {free or 'no GPUs'}"
+        )
+    # How many more GPUs like the node's largest would place what is left (same packing rule).
+    node = cfg.nodes[0]
+    if node.gpus and not any(w.spec.gpus for w in unplaced):
+        template = max(node.gpus, key=lambda g: g.vram_gib)
+        for extra in range(1, 33):
+            trial = {k: GpuPlan(g.gpu, list(g.pods)) for k, g in gpus.items()}
+            for i in range(extra):
+                ref = GpuRef(node.name, 1000 + i, round(template.vram_gib * GIB), None, None, ())
+                trial[(node.name, 1000 + i)] = GpuPlan(ref)
+            if all(_take(w, node, trial, cfg.gpu_sharing.mode == "exclusive") for w in unplaced):
+                out.append(
+                    f"{key('nodes', 0, 'gpus')}: to place everything, node {node.name} needs {extra} more GPU(s) of "
+                    f"{template.vram_gib:g} GiB (like its GPU {template.index}), or lower gpuMemoryUtilization / replicas"
+                )
+                break
+    return out
+
+
+def _take(w: VllmWorkload, node: Node, gpus: dict[tuple[str, int], GpuPlan], exclusive: bool) -> bool:
+    chosen = _fit(w, node, gpus, None, exclusive)
+    for g in chosen or []:
+        g.pods.append(VllmShare(w.deployment_name, w.deployment_name, 0, 0, 0, round(w.spec.gpu_memory_utilization * g.gpu.capacity_bytes)))
+    return chosen is not None
+
+
 def _servers_on(plan: Plan, g: GpuPlan) -> str:
-    return ", ".join(key(*w.config_path, "gpu") for w in plan.workloads if w.gpu == g.gpu)
+    keys = [key(*w.config_path, "gpu") for w in plan.workloads if w.gpu == g.gpu]
+    keys += [key(*w.config_path, "gpuMemoryUtilization") for w in plan.vllm if g.gpu in w.gpus]
+    return ", ".join(dict.fromkeys(keys))
 
 
-def _pod_figures(p: PodVram) -> str:
+def _pod_figures(p: PodVram | VllmShare) -> str:
     return (
         f"{p.name} {gib(p.total_bytes):.2f} (weights {gib(p.weights_bytes):.2f} + KV {gib(p.kv_bytes):.2f}"
         f" + overhead {gib(p.overhead_bytes):.2f})"
@@ -296,7 +537,8 @@ def format_table(plan: Plan) -> str:
         for p in g.pods:
             rows.append((
                 label, p.name, f"{gib(p.weights_bytes):.2f}", f"{gib(p.kv_bytes):.2f}", f"{gib(p.overhead_bytes):.2f}",
-                f"{gib(p.total_bytes):.2f}", f"{gib(g.free_at_load_bytes(p)):.2f}", "yes" if g.loads_whole(p) else "NO",
+                f"{gib(p.total_bytes):.2f}",
+                *(("-", "-") if isinstance(p, VllmShare) else (f"{gib(g.free_at_load_bytes(p)):.2f}", "yes" if g.loads_whole(p) else "NO")),
             ))
         rows.append((label, "= allocated / capacity", "", "", "", f"{gib(g.allocated_bytes):.2f}", f"of {gib(g.gpu.capacity_bytes):.2f}", ""))
     out = [f"GPU plan (GiB; gpuSharing.mode={plan.mode})", _table(rows), ""]
@@ -305,6 +547,15 @@ def format_table(plan: Plan) -> str:
         rows.append((n.node.name, f"{n.cpu_requests:g}", f"{n.cpu_allocatable:g}", f"{n.memory_requests_gib:g}",
                      f"{n.memory_allocatable_gib:g}", str(len(n.pods))))
     out += ["Node plan", _table(rows)]
+    if plan.vllm:
+        rows = [("vLLM pod", "GPUs", "TP", "util", "weights/GPU", "KV/GPU", "KV/token/GPU", "maxModelLen", "seqs at full len")]
+        for w in plan.vllm:
+            rows.append((
+                w.deployment_name, f"{w.node}/{','.join(str(g.index) for g in w.gpus)}", str(w.spec.tensor_parallel),
+                f"{w.spec.gpu_memory_utilization:g}", f"{gib(w.shares[0].weights_bytes):.2f}", f"{gib(w.kv_budget_bytes_per_rank):.2f}",
+                f"{w.kv_bytes_per_token_per_rank / 1024:g} KiB", str(w.spec.max_model_len), str(w.max_full_context_seqs),
+            ))
+        out += ["", "vLLM (GiB per GPU; seqs at full len = maxModelLen-token sequences the KV cache holds at once)", _table(rows)]
     return "\n".join(out)
 
 

@@ -48,4 +48,21 @@ def dev_run() -> Run:
 
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container.get("env", [])}
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def run_secret_raw(raw: dict[str, Any], secret_keys: list[str]) -> Run:
+    """Like run_raw, with some keys marked secret (as `secure:` values are)."""
+    return run_program({f"llm-infra:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()},
+                       [f"llm-infra:{k}" for k in secret_keys])
+
+
+def stack_problems(raw: dict[str, Any], secrets: tuple[str, ...] = ("hfToken",)) -> list[str]:
+    """Config problems of a variant, with the given keys counted as secret."""
+    with pytest.raises(ConfigError) as exc:
+        stack_from(raw, frozenset(f"llm-infra:{k}" for k in secrets))
+    return exc.value.problems
+
+
+def plan_of(raw: dict[str, Any], secrets: tuple[str, ...] = ("hfToken",)):
+    return stack_from(raw, frozenset(f"llm-infra:{k}" for k in secrets)).plan

@@ -106,7 +106,7 @@ def test_services_keep_the_seed_urls(dev_run):
         dep = dev_run.find("Deployment", "ollama-base" if role == "base" else f"ollama-adapter-{role}")
         assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     endpoints = dev_run.program["topology"].endpoints
-    assert endpoints["chatbot"] == "http://ollama-chatbot.llama3-multi-adapter:11434"
+    assert endpoints["ollama-chatbot"] == "http://ollama-chatbot.llama3-multi-adapter:11434"
 
 
 def test_visible_devices_pins_by_uuid(dev_run):
@@ -130,8 +130,9 @@ def test_dra_one_shared_claim_per_gpu():
     for name, claim in (("ollama-base", "workstation-gpu-0"), ("ollama-adapter-chatbot", "workstation-gpu-0"),
                         ("ollama-adapter-code", "workstation-gpu-1"), ("ollama-adapter-summarization", "workstation-gpu-1")):
         spec = pod_spec(run, name)
-        assert spec["resourceClaims"] == [{"name": "gpu", "resourceClaimName": claim}]
-        assert spec["containers"][0]["resources"]["claims"] == [{"name": "gpu"}]
+        ref = f"gpu-{claim[-1]}"
+        assert spec["resourceClaims"] == [{"name": ref, "resourceClaimName": claim}]
+        assert spec["containers"][0]["resources"]["claims"] == [{"name": ref}]
         assert "runtimeClassName" not in spec and "CUDA_VISIBLE_DEVICES" not in env_of(spec["containers"][0])
         assert "claims" not in spec["initContainers"][0]["resources"]
 

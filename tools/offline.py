@@ -73,12 +73,24 @@ def _order(o: dict[str, Any]) -> tuple:
     return (rank, kind, meta.get("namespace") or "", meta.get("name") or "")
 
 
+REDACTED = "<redacted: Pulumi secret>"
+
+
+def redact(value: Any) -> Any:
+    """A secret's structure with every leaf replaced: secrets never reach a rendered file."""
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return REDACTED
+
+
 def clean(value: Any) -> Any:
-    """Unwrap secrets, turn integral floats back into ints, order the top-level keys."""
+    """Redact secrets, turn integral floats back into ints, order the top-level keys."""
     if isinstance(value, dict):
         if SECRET_SIG in value:
-            return clean(value.get("value"))
-        out = {k: clean(v) for k, v in value.items()}
+            return redact(clean(value.get("value")))
+        out = {k: clean(v) for k, v in sorted(value.items())}
         if "apiVersion" in out and "kind" in out:
             head = {k: out.pop(k) for k in ("apiVersion", "kind", "metadata") if k in out}
             out = {**head, **dict(sorted(out.items()))}

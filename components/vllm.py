@@ -1,0 +1,208 @@
+"""VllmModel: one model served by vLLM 0.33 (a Deployment per replica behind one Service).
+
+Container args come from typed fields through one pure function (`vllm_args`), only with flags
+vLLM 0.33 accepts (FACTS.md); `extraArgs` may add others but never repeat a typed one. Each replica
+is its own Deployment because the plan pins each replica to its own GPUs; the Service selects
+them all. Weights live in the ModelCache (`HF_HOME`), the Hugging Face token comes from a Secret
+through `secretKeyRef`, `/dev/shm` is a memory-backed emptyDir sized from tensor parallelism, and
+the startup budget (startupProbe and `VLLM_ENGINE_READY_TIMEOUT_S`) is derived from the weights'
+size: download + load + compile.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.gpu import gpu_pod_fields
+from components.labels import labels, meta, selector
+from components.model_cache import MOUNT_PATH, ModelCache
+from stacks.catalog import VLLM
+from stacks.config import GpuSharing, Vllm
+from stacks.plan import VllmWorkload, shm_gib
+
+HF_HOME = f"{MOUNT_PATH}/huggingface"
+PROBE_PERIOD_SECONDS = 10
+HF_TOKEN_KEY = "HF_TOKEN"
+
+
+def vllm_args(w: VllmWorkload) -> list[str]:
+    """`vllm serve` arguments (after the image's ENTRYPOINT): the model first, then typed flags, then extraArgs."""
+    s = w.spec
+    args = [
+        w.hf.repo,
+        "--served-model-name", w.served_name,
+        "--tensor-parallel-size", str(s.tensor_parallel),
+        "--max-model-len", str(s.max_model_len),
+        "--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}",
+    ]
+    if s.max_num_seqs is not None:
+        args += ["--max-num-seqs", str(s.max_num_seqs)]
+    if s.max_num_batched_tokens is not None:
+        args += ["--max-num-batched-tokens", str(s.max_num_batched_tokens)]
+    if s.dtype != "auto":
+        args += ["--dtype", s.dtype]
+    if s.quantization is not None:
+        args += ["--quantization", s.quantization]
+    if s.kv_cache_dtype != "auto":
+        args += ["--kv-cache-dtype", s.kv_cache_dtype]
+    if s.trust_remote_code:
+        args += ["--trust-remote-code"]
+    if s.lora_modules:
+        args += ["--enable-lora", "--lora-modules", *(f"{n}={MOUNT_PATH}/{p}" for n, p in sorted(s.lora_modules.items()))]
+        args += ["--max-loras", str(s.max_loras or len(s.lora_modules))]
+        if s.max_lora_rank is not None:
+            args += ["--max-lora-rank", str(s.max_lora_rank)]
+    return args + list(s.extra_args)
+
+
+def startup_budget_seconds(w: VllmWorkload, timing: Vllm) -> int:
+    """First start: download the checkpoint, load it from the cache, compile and profile."""
+    size = w.weights_bytes
+    mib = 1024**2
+    return math.ceil(size / (timing.download_mib_per_second * mib) + size / (timing.load_mib_per_second * mib) + timing.compile_seconds)
+
+
+def vllm_env(w: VllmWorkload, budget: int) -> dict[str, str]:
+    return dict(
+        sorted(
+            {
+                "HF_HOME": HF_HOME,
+                "VLLM_ENGINE_READY_TIMEOUT_S": str(max(600, budget)),
+                "VLLM_NO_USAGE_STATS": "1",
+            }.items()
+        )
+    )
+
+
+@dataclass(frozen=True)
+class VllmModelArgs:
+    namespace: str
+    image: str
+    replicas: list[VllmWorkload]
+    """The model's placed pods (one per replica), from the plan."""
+    gpu_sharing: GpuSharing
+    cache: ModelCache
+    timing: Vllm
+    hf_token_secret: str | None
+    """Name of the Secret holding HF_TOKEN, if the stack has a token."""
+
+
+class VllmModel(pulumi.ComponentResource):
+    url: str
+    """OpenAI-compatible base URL inside the cluster."""
+    deployments: list[k8s.apps.v1.Deployment]
+    service: k8s.core.v1.Service
+
+    def __init__(self, name: str, args: VllmModelArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llm-infra:serving:VllmModel", name, None, opts)
+        first = args.replicas[0]
+        svc_labels = labels("vllm", first.service_name, "model")
+        scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(VLLM.port), "prometheus.io/path": "/metrics"}
+        self.deployments = [self._deployment(name, args, w, svc_labels, scrape) for w in args.replicas]
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=meta(first.service_name, args.namespace, svc_labels, scrape),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="ClusterIP",
+                selector=selector(svc_labels),
+                ports=[k8s.core.v1.ServicePortArgs(name="http", port=VLLM.port, target_port="http", protocol="TCP")],
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.url = f"http://{first.service_name}.{args.namespace}:{VLLM.port}/v1"
+        self.register_outputs({"url": self.url, "servedName": first.served_name})
+
+    def _deployment(self, name, args: VllmModelArgs, w: VllmWorkload, svc_labels, scrape) -> k8s.apps.v1.Deployment:
+        s = w.spec
+        pod_labels = {**svc_labels, "llm-infra/pod": w.deployment_name}
+        gpu = gpu_pod_fields(args.gpu_sharing, w.gpus, cuda_env=False)
+        budget = startup_budget_seconds(w, args.timing)
+        shm = shm_gib(s)
+        memory = f"{round((s.memory_gib + shm) * 1024)}Mi"
+        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted({**vllm_env(w, budget), **gpu.env}.items())]
+        if args.hf_token_secret:
+            env.insert(0, k8s.core.v1.EnvVarArgs(
+                name=HF_TOKEN_KEY,
+                value_from=k8s.core.v1.EnvVarSourceArgs(
+                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=args.hf_token_secret, key=HF_TOKEN_KEY)
+                ),
+            ))
+        health = k8s.core.v1.HTTPGetActionArgs(path="/health", port="http")
+        mounts = [k8s.core.v1.VolumeMountArgs(name="models", mount_path=MOUNT_PATH)]
+        volumes = [
+            k8s.core.v1.VolumeArgs(
+                name="models",
+                persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(
+                    claim_name=args.cache.claim_for(w.node, w.deployment_name)
+                ),
+            )
+        ]
+        if shm:
+            mounts.append(k8s.core.v1.VolumeMountArgs(name="dshm", mount_path="/dev/shm"))
+            volumes.append(k8s.core.v1.VolumeArgs(name="dshm", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(medium="Memory", size_limit=f"{shm}Gi")))
+        plan_note = {
+            "llm-infra/gpus": f"{w.node}/{','.join(str(g.index) for g in w.gpus)}",
+            "llm-infra/kv-cache-gib-per-gpu": f"{w.kv_budget_bytes_per_rank / 1024**3:.2f}",
+            "llm-infra/max-seqs-at-full-context": str(w.max_full_context_seqs),
+        }
+        container = k8s.core.v1.ContainerArgs(
+            name="vllm",
+            image=args.image,
+            args=vllm_args(w),
+            ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=VLLM.port, protocol="TCP")],
+            env=env,
+            resources=k8s.core.v1.ResourceRequirementsArgs(
+                requests={"cpu": f"{s.cpu:g}", "memory": memory},
+                limits={"memory": memory, **gpu.limits},
+                claims=gpu.container_claims,
+            ),
+            # The port refuses connections until the engine is loaded, so /health 200 means ready.
+            startup_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=PROBE_PERIOD_SECONDS,
+                                                failure_threshold=math.ceil(budget / PROBE_PERIOD_SECONDS)),
+            readiness_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=5, failure_threshold=3),
+            liveness_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=10, timeout_seconds=5, failure_threshold=3),
+            security_context=k8s.core.v1.SecurityContextArgs(
+                allow_privilege_escalation=False,
+                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+            ),
+            volume_mounts=mounts,
+        )
+        return k8s.apps.v1.Deployment(
+            f"{name}-{w.replica}",
+            metadata=meta(w.deployment_name, args.namespace, pod_labels, plan_note),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=1,
+                revision_history_limit=3,
+                progress_deadline_seconds=max(600, budget),
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(
+                    type="RollingUpdate",
+                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_surge=0, max_unavailable=1),
+                ),
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels={**selector(pod_labels), "llm-infra/pod": w.deployment_name}),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels, annotations=scrape),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        node_selector={"kubernetes.io/hostname": w.node},
+                        runtime_class_name=gpu.runtime_class_name,
+                        resource_claims=gpu.resource_claims,
+                        tolerations=gpu.tolerations,
+                        automount_service_account_token=False,
+                        enable_service_links=False,
+                        termination_grace_period_seconds=60,
+                        security_context=k8s.core.v1.PodSecurityContextArgs(
+                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")
+                        ),
+                        containers=[container],
+                        volumes=volumes,
+                    ),
+                ),
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                custom_timeouts=pulumi.CustomTimeouts(create=f"{math.ceil(budget * 1.5)}s", update=f"{math.ceil(budget * 1.5)}s"),
+            ),
+        )
