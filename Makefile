@@ -11,7 +11,7 @@ CONFIG ?=
 PYTHON312 ?= $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.12*/bin/python3.12) \
                          $(shell PYENV_VERSION=3.12.1 command -v python3.12 2>/dev/null))
 
-.PHONY: render test docs clean venv
+.PHONY: render test docs bench clean venv
 
 venv: $(VENV)/.installed
 
@@ -36,3 +36,6 @@ docs: venv
 
 clean:
 	rm -rf build $(VENV)
+
+bench: venv
+	@$(PY) -m tools.bench

@@ -10,6 +10,7 @@ from components.labels import labels, meta
 from components.model_cache import ModelCache, ModelCacheArgs
 from components.ollama import OllamaAdapterPool, OllamaAdapterPoolArgs
 from components.vllm import HF_TOKEN_KEY, VllmModel, VllmModelArgs
+from stacks.config import Vllm
 from stacks.loader import Stack
 
 HF_SECRET = "huggingface-token"
@@ -77,7 +78,8 @@ class Topology(pulumi.ComponentResource):
                 opts=serving,
             )
             self.endpoints.update({f"ollama-{role}": url for role, url in pool.endpoints.items()})
-        if cfg.vllm is not None and plan.vllm:
+        if plan.vllm:
+            vllm = cfg.vllm or Vllm()
             secret_name = None
             if cfg.hf_token is not None:
                 secret_name = HF_SECRET
@@ -88,11 +90,13 @@ class Topology(pulumi.ComponentResource):
                     string_data={HF_TOKEN_KEY: pulumi.Output.secret(cfg.hf_token)},
                     opts=in_ns,
                 )
-            for model in sorted(cfg.vllm.models):
-                replicas = [w for w in plan.vllm if w.key == model]
+            by_model: dict[str, list] = {}
+            for w in plan.vllm:
+                by_model.setdefault(w.key, []).append(w)
+            for model, replicas in sorted(by_model.items()):
                 vm = VllmModel(
                     f"vllm-{model}",
-                    VllmModelArgs(cfg.namespace, cfg.vllm.image, replicas, cfg.gpu_sharing, cache, cfg.vllm, secret_name),
+                    VllmModelArgs(cfg.namespace, vllm.image, replicas, cfg.gpu_sharing, cache, vllm, secret_name),
                     opts=serving,
                 )
                 self.endpoints[f"vllm-{model}"] = vm.url

@@ -116,6 +116,14 @@ class HfArch:
     max_position: int
     mla_kv_dim: int = 0
     """MLA models (DeepSeek-V2): kv_lora_rank + qk_rope_head_dim per token per layer, one head, not split by TP."""
+    ffn: int = 0
+    """MLP width, where known (sizes LoRA buffers)."""
+
+    def lora_bytes(self, rank: int, dtype_bytes: int = 2) -> int:
+        """One LoRA slot of `rank` on q, k, v, o, gate, up and down of every layer: rank x (in + out) each."""
+        kv = self.kv_heads * self.head_dim
+        widths = (self.hidden + self.hidden) * 2 + (self.hidden + kv) * 2 + (self.hidden + self.ffn) * 3
+        return self.layers * rank * widths * dtype_bytes
 
     def kv_bytes_per_token_per_rank(self, tp: int, dtype_bytes: int) -> int:
         if self.mla_kv_dim:
@@ -159,12 +167,16 @@ LLAMA31_70B = HfArch("Llama 3.1 70B", 70.6, 80, 64, 8, 128, 8192, 131072)
 LLAMA32_3B = HfArch("Llama 3.2 3B", 3.21, 28, 24, 8, 128, 3072, 131072)
 MIXTRAL_8X7B = HfArch("Mixtral 8x7B", 46.7, 32, 32, 8, 128, 4096, 32768)
 DEEPSEEK_V2_LITE = HfArch("DeepSeek-Coder-V2-Lite", 15.7, 27, 16, 16, 128, 2048, 163840, mla_kv_dim=576)
+# Llama 3 8B (the base of Ollama's llama3:8b), facts/ollama.md section 5.
+LLAMA3_8B_HF = HfArch("Llama 3 8B", 8.03, 32, 32, 8, 128, 4096, 8192, ffn=14336)
 GRANITE31_8B = HfArch("Granite 3.1 8B", 8.1, 40, 32, 8, 128, 4096, 131072)
 
 HF_MODELS: dict[str, HfModel] = {
     m.repo: m
     for m in (
         HfModel("meta-llama/Llama-3.1-8B-Instruct", LLAMA31_8B, gated=True),
+        HfModel("meta-llama/Meta-Llama-3-8B-Instruct", LLAMA3_8B_HF, gated=True,
+                note="bf16 original of Ollama's llama3:8b (instruct); the multi-LoRA adapter pool's base"),
         HfModel("meta-llama/Llama-3.1-70B-Instruct", LLAMA31_70B, gated=True),
         HfModel("meta-llama/Llama-3.2-3B-Instruct", LLAMA32_3B, gated=True),
         HfModel("meta-llama/Llama-Guard-3-8B", LLAMA31_8B, gated=True, note="safety classifier, Llama 3.1 8B architecture"),
@@ -205,6 +217,7 @@ class VllmEngine:
         "inc", "mxfp4", "fp8_per_tensor", "fp8_per_block", "fp8_per_channel",
     )
     max_lora_ranks: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+    default_max_lora_rank: int = 16
 
 
 VLLM = VllmEngine()

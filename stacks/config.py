@@ -151,6 +151,8 @@ class OllamaServer(_Model):
 
 
 class Adapter(OllamaServer):
+    lora_dir: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
+    """The same adapter as a PEFT (safetensors) directory relative to the model cache; needed for `ollama.engine: vllm`."""
     file: str = Field(pattern=r"^[A-Za-z0-9._/-]+\.gguf$")
     """GGUF LoRA adapter (`general.type=adapter`), as a path relative to the model cache root (e.g. `adapters/chatbot.gguf`)."""
     base: str
@@ -166,7 +168,26 @@ class Adapter(OllamaServer):
         return v
 
 
+class AdapterPoolVllm(_Model):
+    model: str = "meta-llama/Meta-Llama-3-8B-Instruct"
+    """Hugging Face base the adapters were trained on (bf16 original of `baseModel`)."""
+    quantization: Literal["fp8"] | None = None
+    """`fp8`: vLLM quantizes the bf16 weights at load (halves them)."""
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    """Share of each GPU the one vLLM server per GPU takes."""
+    max_lora_rank: int = 16
+    """`--max-lora-rank`: at least the adapters' rank (vLLM choices 1, 8, 16, 32, 64, 128, 256, 320, 512)."""
+    cpu: float = Field(default=4, gt=0)
+    """CPU cores per server."""
+    memory_gib: float = Field(default=24, gt=0)
+    """RAM in GiB per server."""
+
+
 class Ollama(_Model):
+    engine: Literal["ollama", "vllm"] = "ollama"
+    """`ollama`: one Ollama server per role (GGUF adapters). `vllm`: one vLLM server per GPU with the adapters as LoRA modules over one copy of the base."""
+    vllm: AdapterPoolVllm = AdapterPoolVllm()
+    """The multi-LoRA design: used by `engine: vllm`, and compared in every plan."""
     image: str = Field(default=OLLAMA_DEFAULT_IMAGE, pattern=IMAGE)
     """Ollama image, pinned to a released tag or digest."""
     base_model: str = "llama3:8b"
@@ -414,6 +435,17 @@ def _ollama_problems(cfg: StackConfig, ollama: Ollama) -> list[str]:
         if server.cpu_limit is not None and server.cpu_limit < server.cpu:
             problems.append(f"{key(*path, 'cpuLimit')}: {server.cpu_limit:g} is below the request cpu={server.cpu:g}")
 
+    if ollama.engine == "vllm":
+        pool = ollama.vllm
+        if pool.model not in HF_MODELS:
+            problems.append(f"{key('ollama', 'vllm', 'model')}: {pool.model!r} is not in the model catalog")
+        if pool.max_lora_rank not in VLLM.max_lora_ranks:
+            problems.append(f"{key('ollama', 'vllm', 'maxLoraRank')}: {pool.max_lora_rank} is not a vLLM choice; use one of {', '.join(map(str, VLLM.max_lora_ranks))}")
+        for name, adapter in sorted(ollama.adapters.items()):
+            if adapter.lora_dir is None:
+                problems.append(f"{key('ollama', 'adapters', name, 'loraDir')}: ollama.engine vllm serves adapters as PEFT LoRA directories; set loraDir (GGUF files are for Ollama)")
+        if HF_MODELS.get(pool.model, None) is not None and HF_MODELS[pool.model].gated and cfg.hf_token is None:
+            problems.append(f"{key('hfToken')}: {pool.model} is gated on Hugging Face; set a token with `pulumi config set --secret hfToken hf_...`")
     for name, adapter in sorted(ollama.adapters.items()):
         if not re.match(DNS_LABEL, name) or len(f"ollama-adapter-{name}") > 63:
             problems.append(f"{key('ollama', 'adapters', name)}: adapter name must be a DNS label of at most 48 characters (lowercase, digits, '-')")

@@ -75,10 +75,12 @@ class VllmShare:
     activation_bytes: int
     runtime_bytes: int
     total_bytes: int
+    lora_bytes: int = 0
+    """LoRA slots vLLM preallocates: maxLoras x one adapter of maxLoraRank."""
 
     @property
     def overhead_bytes(self) -> int:
-        return self.activation_bytes + self.runtime_bytes
+        return self.activation_bytes + self.runtime_bytes + self.lora_bytes
 
     @property
     def kv_bytes(self) -> int:
@@ -219,6 +221,9 @@ class Plan:
     nodes: list[NodePlan]
     vllm: list[VllmWorkload] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    designs: list[PoolDesign] = field(default_factory=list)
+    engine: str = "ollama"
+    """How the adapter pool is deployed (ollama.engine)."""
 
     def used_gpus(self) -> list[GpuPlan]:
         return [g for g in self.gpus if g.pods]
@@ -296,6 +301,18 @@ class Plan:
                 }
                 for w in self.vllm
             ],
+            "adapterPoolDesigns": [
+                {
+                    "node": d.node, "index": d.index, "capacityGiB": gib(d.capacity_bytes), "roles": list(d.roles),
+                    "slots": d.slots, "kvTokens": d.tokens,
+                    "ollama": {"totalGiB": gib(d.ollama_bytes)},
+                    "vllmMultiLora": {
+                        "weightsGiB": gib(d.vllm_weights_bytes), "loraGiB": gib(d.vllm_lora_bytes), "kvCacheGiB": gib(d.vllm_kv_bytes),
+                        "overheadGiB": gib(d.vllm_overhead_bytes), "totalGiB": gib(d.vllm_bytes),
+                    },
+                }
+                for d in self.designs
+            ],
         }
 
 
@@ -317,17 +334,19 @@ def pod_vram(cfg: StackConfig, server: OllamaServer, name: str, workload: str) -
     )
 
 
-def build_plan(cfg: StackConfig) -> Plan:
-    """Place every pod of the validated config and check the whole plan; raise ConfigError if it does not fit."""
+def _gpu_plans(cfg: StackConfig) -> dict[tuple[str, int], GpuPlan]:
     gpus: dict[tuple[str, int], GpuPlan] = {}
     for i, node in enumerate(cfg.nodes):
         for j, gpu in enumerate(node.gpus):
             ref = GpuRef(node.name, gpu.index, round(gpu.vram_gib * GIB), gpu.uuid, gpu.pci_bus_id, ("nodes", i, "gpus", j))
             gpus[(node.name, gpu.index)] = GpuPlan(ref)
-    nodes = {n.name: NodePlan(n) for n in cfg.nodes}
+    return gpus
 
+
+def _place_ollama(cfg: StackConfig, gpus: dict[tuple[str, int], GpuPlan], nodes: dict[str, NodePlan]) -> list[OllamaWorkload]:
     workloads: list[OllamaWorkload] = []
     for path, role, server in servers(cfg):
+        assert cfg.ollama is not None
         node = node_of(cfg, server)
         assert node is not None  # parse_config checked it
         gpu_plan = gpus[(node.name, server.gpu)]
@@ -343,22 +362,138 @@ def build_plan(cfg: StackConfig) -> Plan:
         node_plan.memory_requests_gib += server.memory_gib * server.replicas
         node_plan.pods.extend(p.name for p in pods)
         workloads.append(OllamaWorkload(role, path, server, adapter, cfg.ollama.base_model, node.name, gpu_plan.gpu, pods))
+    return workloads
 
-    plan = Plan(cfg.gpu_sharing.mode, workloads, list(gpus.values()), list(nodes.values()))
+
+def build_plan(cfg: StackConfig) -> Plan:
+    """Place every pod of the validated config and check the whole plan; raise ConfigError if it does not fit."""
+    gpus = _gpu_plans(cfg)
+    nodes = {n.name: NodePlan(n) for n in cfg.nodes}
+    multi_lora = cfg.ollama is not None and cfg.ollama.engine == "vllm"
+    # The Ollama design is always planned: deployed, or (engine vllm) kept for the comparison.
+    ollama_gpus = _gpu_plans(cfg) if multi_lora else gpus
+    ollama_nodes = {n.name: NodePlan(n) for n in cfg.nodes} if multi_lora else nodes
+    ollama = _place_ollama(cfg, ollama_gpus, ollama_nodes)
+    designs = pool_designs(cfg, ollama) if cfg.ollama is not None else []
+
+    plan = Plan(cfg.gpu_sharing.mode, [] if multi_lora else ollama, list(gpus.values()), list(nodes.values()))
+    plan.designs = designs
+    plan.engine = cfg.ollama.engine if cfg.ollama is not None else "ollama"
+    models: dict[str, tuple[tuple[str, ...], VllmModel]] = {}
     if cfg.vllm is not None:
-        _place_vllm(cfg, plan, gpus, nodes)
+        models.update({k: (("vllm", "models", k), m) for k, m in cfg.vllm.models.items()})
+    if multi_lora:
+        models.update({k: (("ollama", "vllm"), m) for k, m in adapter_pool_models(cfg, designs).items()})
+    if models:
+        _place_vllm(cfg, plan, gpus, nodes, models)
+    if multi_lora:
+        plan.problems += _pool_concurrency_problems(plan, designs)
     problems = plan.problems + plan_problems(plan)
     if problems:
         raise ConfigError(problems)
     return plan
 
 
-def _vllm_replicas(cfg: StackConfig) -> list[VllmWorkload]:
+@dataclass(frozen=True)
+class PoolDesign:
+    """The adapter pool on one GPU, both ways, for the same adapters and concurrency."""
+
+    node: str
+    index: int
+    capacity_bytes: int
+    roles: tuple[str, ...]
+    adapters: tuple[str, ...]
+    slots: int
+    tokens: int
+    """KV tokens the roles hold at once: sum of replicas x parallel x contextLength."""
+    max_context: int
+    ollama_bytes: int
+    vllm_weights_bytes: int
+    vllm_lora_bytes: int
+    vllm_kv_bytes: int
+    vllm_overhead_bytes: int
+
+    @property
+    def vllm_bytes(self) -> int:
+        return self.vllm_weights_bytes + self.vllm_lora_bytes + self.vllm_kv_bytes + self.vllm_overhead_bytes
+
+
+def pool_designs(cfg: StackConfig, ollama: list[OllamaWorkload]) -> list[PoolDesign]:
+    """Per GPU of the adapter pool: Ollama's pods (one per role, each with its own weights) against one
+    vLLM server holding the base once, the adapters as LoRA slots, and the KV cache for the same slots."""
+    assert cfg.ollama is not None
+    pool = cfg.ollama.vllm
+    hf = HF_MODELS.get(pool.model)
+    if hf is None:
+        return []
+    out = []
+    for gpu in dict.fromkeys(w.gpu for w in ollama):
+        on = [w for w in ollama if w.gpu == gpu]
+        tokens = sum(w.server.replicas * w.server.parallel * w.server.context_length for w in on)
+        adapters = tuple(w.role for w in on if w.adapter is not None)
+        spec = VllmModel.model_validate({"model": pool.model, "maxModelLen": 256, "cpu": 1, "memoryGiB": 1,
+                                         **({"quantization": pool.quantization} if pool.quantization else {})})
+        out.append(PoolDesign(
+            node=gpu.node, index=gpu.index, capacity_bytes=gpu.capacity_bytes,
+            roles=tuple(w.role for w in on), adapters=adapters,
+            slots=sum(w.server.replicas * w.server.parallel for w in on), tokens=tokens,
+            max_context=max(w.server.context_length for w in on),
+            ollama_bytes=sum(p.total_bytes for w in on for p in w.pods),
+            vllm_weights_bytes=vllm_weights_bytes(spec, hf),
+            vllm_lora_bytes=hf.arch.lora_bytes(pool.max_lora_rank) * len(adapters),
+            vllm_kv_bytes=hf.arch.kv_bytes_per_token_per_rank(1, 2) * tokens,
+            vllm_overhead_bytes=VLLM.default_max_num_batched_tokens * hf.arch.hidden * 2 * VLLM.activation_factor
+            + round(cfg.plan.vllm_runtime_gib * GIB),
+        ))
+    return out
+
+
+def adapter_pool_models(cfg: StackConfig, designs: list[PoolDesign]) -> dict[str, VllmModel]:
+    """engine vllm: one vLLM server per GPU of the pool, the adapters on it as LoRA modules."""
+    assert cfg.ollama is not None
+    pool = cfg.ollama.vllm
+    multi_node = len(cfg.nodes) > 1
+    out = {}
+    for d in designs:
+        name = f"adapters-{d.node}-gpu{d.index}" if multi_node else f"adapters-gpu{d.index}"
+        out[name] = VllmModel.model_validate({
+            "model": pool.model,
+            "servedName": cfg.ollama.base_model.replace(":", "-"),
+            "maxModelLen": d.max_context,
+            "maxNumSeqs": d.slots,
+            "gpuMemoryUtilization": pool.gpu_memory_utilization,
+            "loraModules": {a: cfg.ollama.adapters[a].lora_dir or "" for a in d.adapters},
+            "maxLoraRank": pool.max_lora_rank,
+            "node": d.node,
+            "gpus": [d.index],
+            "cpu": pool.cpu,
+            "memoryGiB": pool.memory_gib,
+            **({"quantization": pool.quantization} if pool.quantization else {}),
+        })
+    return out
+
+
+def _pool_concurrency_problems(plan: Plan, designs: list[PoolDesign]) -> list[str]:
+    out = []
+    for d in designs:
+        w = next((w for w in plan.vllm if w.config_path == ("ollama", "vllm") and w.node == d.node and w.gpus[0].index == d.index), None)
+        if w is None or not w.shares:
+            continue
+        need = w.kv_bytes_per_token_per_rank * d.tokens
+        if w.kv_budget_bytes_per_rank < need:
+            out.append(
+                f"{key('ollama', 'vllm', 'gpuMemoryUtilization')}: the vLLM server on GPU {d.index} has {(w.kv_budget_bytes_per_rank) / GIB:.2f} GiB "
+                f"of KV cache, but its roles ({', '.join(d.roles)}) hold {d.tokens} tokens at once ({(need) / GIB:.2f} GiB) with the Ollama "
+                f"design's concurrency; raise gpuMemoryUtilization, set quantization fp8, or lower parallel/contextLength"
+            )
+    return out
+
+
+def _vllm_replicas(models: dict[str, tuple[tuple[str, ...], VllmModel]]) -> list[VllmWorkload]:
     """Every vLLM pod, biggest first (tensor parallel, then share of a GPU), so placement packs well."""
-    assert cfg.vllm is not None
     out = [
-        VllmWorkload(k, ("vllm", "models", k), m, HF_MODELS[m.model], r)
-        for k, m in cfg.vllm.models.items()
+        VllmWorkload(k, path, m, HF_MODELS[m.model], r)
+        for k, (path, m) in models.items()
         for r in range(m.replicas)
     ]
     return sorted(out, key=lambda w: (-w.spec.tensor_parallel, -w.spec.gpu_memory_utilization, w.key, w.replica))
@@ -378,10 +513,11 @@ def _fit(w: VllmWorkload, node: Node, gpus: dict[tuple[str, int], GpuPlan], pinn
     return room[: w.spec.tensor_parallel] if len(room) >= w.spec.tensor_parallel else None
 
 
-def _place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan], nodes: dict[str, NodePlan]) -> None:
+def _place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan], nodes: dict[str, NodePlan],
+                models: dict[str, tuple[tuple[str, ...], VllmModel]]) -> None:
     runtime = round(cfg.plan.vllm_runtime_gib * GIB)
     unplaced: list[VllmWorkload] = []
-    for w in _vllm_replicas(cfg):
+    for w in _vllm_replicas(models):
         candidates = [n for n in cfg.nodes if w.spec.node in (None, n.name)]
         exclusive = cfg.gpu_sharing.mode == "exclusive"
         placed = next(((n, f) for n in candidates if (f := _fit(w, n, gpus, w.spec.gpus, exclusive)) is not None), None)
@@ -394,10 +530,12 @@ def _place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPla
         tp = w.spec.tensor_parallel
         batched = w.spec.max_num_batched_tokens or VLLM.default_max_num_batched_tokens
         activation = batched * w.hf.arch.hidden * 2 * VLLM.activation_factor
+        loras = w.spec.max_loras or len(w.spec.lora_modules)
+        lora = w.hf.arch.lora_bytes(w.spec.max_lora_rank or VLLM.default_max_lora_rank) * loras // tp if loras else 0
         shares = []
         for g in sorted(chosen, key=lambda g: g.gpu.index):
             share = VllmShare(pod, pod, math.ceil(w.weights_bytes / tp), activation, runtime,
-                              round(w.spec.gpu_memory_utilization * g.gpu.capacity_bytes))
+                              round(w.spec.gpu_memory_utilization * g.gpu.capacity_bytes), lora)
             g.pods.append(share)
             shares.append(share)
         w.shares = tuple(shares)
@@ -425,16 +563,16 @@ def _vllm_share_problems(w: VllmWorkload) -> list[str]:
     if s.kv_bytes <= 0:
         return [
             f"{at('gpuMemoryUtilization')}: {w.deployment_name} does not fit its share of a GPU: {util:g} x "
-            f"{gib(s.total_bytes / util):.2f} GiB = {gib(s.total_bytes):.2f} GiB, but weights need {gib(s.weights_bytes):.2f} GiB "
-            f"per GPU (of {gib(w.weights_bytes):.2f} GiB over tensorParallel {w.spec.tensor_parallel}) + {gib(s.overhead_bytes):.2f} GiB "
+            f"{(s.total_bytes / util) / GIB:.2f} GiB = {(s.total_bytes) / GIB:.2f} GiB, but weights need {(s.weights_bytes) / GIB:.2f} GiB "
+            f"per GPU (of {(w.weights_bytes) / GIB:.2f} GiB over tensorParallel {w.spec.tensor_parallel}) + {(s.overhead_bytes) / GIB:.2f} GiB "
             f"activations and runtime; raise gpuMemoryUtilization or tensorParallel, or quantize"
         ]
     one_seq = w.kv_bytes_per_token_per_rank * w.spec.max_model_len
     if s.kv_bytes < one_seq:
         fits = s.kv_bytes // w.kv_bytes_per_token_per_rank
         return [
-            f"{at('maxModelLen')}: {w.deployment_name}'s KV cache ({gib(s.kv_bytes):.2f} GiB per GPU) holds {fits} tokens, less than "
-            f"one {w.spec.max_model_len}-token sequence ({gib(one_seq):.2f} GiB); vLLM would refuse to start. Use maxModelLen <= {fits}, "
+            f"{at('maxModelLen')}: {w.deployment_name}'s KV cache ({(s.kv_bytes) / GIB:.2f} GiB per GPU) holds {fits} tokens, less than "
+            f"one {w.spec.max_model_len}-token sequence ({(one_seq) / GIB:.2f} GiB); vLLM would refuse to start. Use maxModelLen <= {fits}, "
             f"or raise gpuMemoryUtilization / tensorParallel, or set kvCacheDtype fp8"
         ]
     return []
@@ -445,7 +583,7 @@ def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dic
     out = []
     for w in unplaced:
         node = next(n for n in cfg.nodes if w.spec.node in (None, n.name))
-        free = ", ".join(f"{g.gpu.index}: {gib(g.free_bytes):.2f}" for (n, _), g in gpus.items() if n == node.name)
+        free = ", ".join(f"{g.gpu.index}: {(g.free_bytes) / GIB:.2f}" for (n, _), g in gpus.items() if n == node.name)
         where = "its pinned GPUs" if w.spec.gpus else f"{w.spec.tensor_parallel} GPU(s) of one node"
         out.append(
             f"{key(*w.config_path)}: no room for {w.deployment_name}: it needs {w.spec.gpu_memory_utilization:g} of {where}; "
@@ -484,8 +622,8 @@ def _servers_on(plan: Plan, g: GpuPlan) -> str:
 
 def _pod_figures(p: PodVram | VllmShare) -> str:
     return (
-        f"{p.name} {gib(p.total_bytes):.2f} (weights {gib(p.weights_bytes):.2f} + KV {gib(p.kv_bytes):.2f}"
-        f" + overhead {gib(p.overhead_bytes):.2f})"
+        f"{p.name} {(p.total_bytes) / GIB:.2f} (weights {(p.weights_bytes) / GIB:.2f} + KV {(p.kv_bytes) / GIB:.2f}"
+        f" + overhead {(p.overhead_bytes) / GIB:.2f})"
     )
 
 
@@ -500,8 +638,8 @@ def plan_problems(plan: Plan) -> list[str]:
             )
         if g.allocated_bytes > g.gpu.capacity_bytes:
             problems.append(
-                f"{where}: over-committed: {len(g.pods)} pods need {gib(g.allocated_bytes):.2f} GiB of its "
-                f"{gib(g.gpu.capacity_bytes):.2f} GiB ({gib(-g.free_bytes):.2f} GiB too much): "
+                f"{where}: over-committed: {len(g.pods)} pods need {(g.allocated_bytes) / GIB:.2f} GiB of its "
+                f"{(g.gpu.capacity_bytes) / GIB:.2f} GiB ({(-g.free_bytes) / GIB:.2f} GiB too much): "
                 f"{'; '.join(_pod_figures(p) for p in g.pods)}. Every Ollama pod holds its own copy of the weights; "
                 f"lower replicas, parallel or contextLength, or move a server to another GPU [{_servers_on(plan, g)}]"
             )
@@ -510,9 +648,9 @@ def plan_problems(plan: Plan) -> list[str]:
             if not g.loads_whole(p):
                 free = g.free_at_load_bytes(p)
                 problems.append(
-                    f"{where}: {p.name} would not load wholly on the GPU: loading last it sees {gib(free):.2f} GiB free, "
-                    f"and Ollama predicts {gib(p.predicted_bytes):.2f} GiB, above 80 % of that ({gib(OLLAMA.whole_load_fraction * free):.2f} GiB); "
-                    f"it would offload layers to the CPU. Leave at least {gib(p.predicted_bytes / OLLAMA.whole_load_fraction - free):.2f} GiB "
+                    f"{where}: {p.name} would not load wholly on the GPU: loading last it sees {(free) / GIB:.2f} GiB free, "
+                    f"and Ollama predicts {(p.predicted_bytes) / GIB:.2f} GiB, above 80 % of that ({(OLLAMA.whole_load_fraction * free) / GIB:.2f} GiB); "
+                    f"it would offload layers to the CPU. Leave at least {(p.predicted_bytes / OLLAMA.whole_load_fraction - free) / GIB:.2f} GiB "
                     f"more free on this GPU [{_servers_on(plan, g)}]"
                 )
     for i, n in enumerate(plan.nodes):
@@ -536,11 +674,11 @@ def format_table(plan: Plan) -> str:
         label = f"{g.gpu.node}/{g.gpu.index}"
         for p in g.pods:
             rows.append((
-                label, p.name, f"{gib(p.weights_bytes):.2f}", f"{gib(p.kv_bytes):.2f}", f"{gib(p.overhead_bytes):.2f}",
-                f"{gib(p.total_bytes):.2f}",
-                *(("-", "-") if isinstance(p, VllmShare) else (f"{gib(g.free_at_load_bytes(p)):.2f}", "yes" if g.loads_whole(p) else "NO")),
+                label, p.name, f"{(p.weights_bytes) / GIB:.2f}", f"{(p.kv_bytes) / GIB:.2f}", f"{(p.overhead_bytes) / GIB:.2f}",
+                f"{(p.total_bytes) / GIB:.2f}",
+                *(("-", "-") if isinstance(p, VllmShare) else (f"{(g.free_at_load_bytes(p)) / GIB:.2f}", "yes" if g.loads_whole(p) else "NO")),
             ))
-        rows.append((label, "= allocated / capacity", "", "", "", f"{gib(g.allocated_bytes):.2f}", f"of {gib(g.gpu.capacity_bytes):.2f}", ""))
+        rows.append((label, "= allocated / capacity", "", "", "", f"{(g.allocated_bytes) / GIB:.2f}", f"of {(g.gpu.capacity_bytes) / GIB:.2f}", ""))
     out = [f"GPU plan (GiB; gpuSharing.mode={plan.mode})", _table(rows), ""]
     rows = [("node", "CPU requested", "CPU allocatable", "RAM requested GiB", "RAM allocatable GiB", "pods")]
     for n in plan.nodes:
@@ -552,10 +690,19 @@ def format_table(plan: Plan) -> str:
         for w in plan.vllm:
             rows.append((
                 w.deployment_name, f"{w.node}/{','.join(str(g.index) for g in w.gpus)}", str(w.spec.tensor_parallel),
-                f"{w.spec.gpu_memory_utilization:g}", f"{gib(w.shares[0].weights_bytes):.2f}", f"{gib(w.kv_budget_bytes_per_rank):.2f}",
+                f"{w.spec.gpu_memory_utilization:g}", f"{(w.shares[0].weights_bytes) / GIB:.2f}", f"{(w.kv_budget_bytes_per_rank) / GIB:.2f}",
                 f"{w.kv_bytes_per_token_per_rank / 1024:g} KiB", str(w.spec.max_model_len), str(w.max_full_context_seqs),
             ))
         out += ["", "vLLM (GiB per GPU; seqs at full len = maxModelLen-token sequences the KV cache holds at once)", _table(rows)]
+    if plan.designs:
+        rows = [("GPU", "roles", "slots", "KV tokens", "Ollama pods", "vLLM multi-LoRA", "(weights", "LoRA", "KV", "overhead)", "capacity")]
+        for d in plan.designs:
+            rows.append((
+                f"{d.node}/{d.index}", "+".join(d.roles), str(d.slots), str(d.tokens), f"{(d.ollama_bytes) / GIB:.2f}", f"{(d.vllm_bytes) / GIB:.2f}",
+                f"{(d.vllm_weights_bytes) / GIB:.2f}", f"{(d.vllm_lora_bytes) / GIB:.2f}", f"{(d.vllm_kv_bytes) / GIB:.2f}",
+                f"{(d.vllm_overhead_bytes) / GIB:.2f}", f"{(d.capacity_bytes) / GIB:.2f}",
+            ))
+        out += ["", f"Adapter pool designs (GiB; same adapters and concurrency; deployed: ollama.engine={plan.engine})", _table(rows)]
     return "\n".join(out)
 
 

@@ -1,0 +1,79 @@
+"""The adapter pool's two designs for the same adapters and concurrency: Ollama (a server and a copy
+of the weights per role) and vLLM multi-LoRA (one server per GPU, one bf16 or fp8 copy, LoRA slots).
+
+Hand figures (facts/ollama.md section 5 for Llama 3 8B; vLLM estimates as in test_plan_vllm):
+  weights  8.03e9 x 2 B bf16 (x 1 B fp8)
+  LoRA     rank 16 on q,k,v,o,gate,up,down: 32 layers x 16 x (2x8192 + 2x5120 + 3x18432) x 2 B = 80 MiB per adapter
+  KV       131,072 B per token x (replicas x parallel x contextLength summed over the GPU's roles)
+"""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import plan_of, run_secret_raw, stack_problems, stack_raw, variant
+
+GiB = 2**30
+LORA = 32 * 16 * (2 * 8192 + 2 * 5120 + 3 * 18432) * 2
+OVERHEAD = 2048 * 4096 * 2 * 16 + GiB
+
+
+def test_lora_slot_size():
+    assert LORA == 80 * 2**20
+
+
+def test_designs_compared_in_the_dev_plan():
+    gpu0, gpu1 = plan_of(stack_raw("dev")).designs
+    assert (gpu0.roles, gpu0.slots, gpu0.tokens) == (("base", "chatbot"), 2 + 12, 2 * 4096 + 12 * 2048)
+    assert (gpu1.roles, gpu1.slots, gpu1.tokens) == (("code", "summarization"), 6 + 2, 6 * 4096 + 2 * 8192)
+    assert gpu0.ollama_bytes == 2 * 4_661_211_424 + 4 * GiB + 2 * 768 * 2**20 + 2 * 483_183_821
+    assert gpu0.vllm_bytes == 16_060_000_000 + LORA + 131_072 * 32768 + OVERHEAD
+    assert f"{gpu0.ollama_bytes / GiB:.2f} {gpu0.vllm_bytes / GiB:.2f}" == "15.08 20.29"  # bf16 does not fit 20 GiB
+    assert f"{gpu1.ollama_bytes / GiB:.2f} {gpu1.vllm_bytes / GiB:.2f}" == "16.08 21.36"
+
+
+def multi_lora(raw, quantization=None):
+    raw["hfToken"] = "hf_x"
+    raw["ollama"]["engine"] = "vllm"
+    if quantization:
+        raw["ollama"]["vllm"] = {"quantization": quantization}
+    for name, a in raw["ollama"]["adapters"].items():
+        a["loraDir"] = f"loras/{name}"
+
+
+def test_fp8_multi_lora_design():
+    plan = plan_of(variant(lambda r: multi_lora(r, "fp8")))
+    gpu0 = plan.designs[0]
+    assert gpu0.vllm_bytes == 8_030_000_000 + LORA + 4 * GiB + OVERHEAD
+    assert f"{gpu0.vllm_bytes / GiB:.2f}" == "12.81"
+    assert not plan.workloads  # no Ollama servers deployed
+    assert [(w.deployment_name, w.gpus[0].index, w.spec.max_num_seqs, w.spec.max_model_len) for w in plan.vllm] == [
+        ("vllm-adapters-gpu0", 0, 14, 4096), ("vllm-adapters-gpu1", 1, 8, 8192)]
+
+
+def test_bf16_multi_lora_cannot_hold_the_same_concurrency():
+    problems = stack_problems(variant(multi_lora))
+    kv = round(0.9 * 20 * GiB) - 16_060_000_000 - OVERHEAD - LORA
+    assert problems[0] == (
+        f"llm-infra:ollama.vllm.gpuMemoryUtilization: the vLLM server on GPU 0 has {kv / GiB:.2f} GiB of KV cache, but its roles "
+        "(base, chatbot) hold 32768 tokens at once (4.00 GiB) with the Ollama design's concurrency; raise gpuMemoryUtilization, "
+        "set quantization fp8, or lower parallel/contextLength")
+
+
+def test_multi_lora_needs_peft_dirs():
+    problems = stack_problems(variant(lambda r: (multi_lora(r, "fp8"), r["ollama"]["adapters"]["code"].pop("loraDir"))))
+    assert problems == ["llm-infra:ollama.adapters.code.loraDir: ollama.engine vllm serves adapters as PEFT LoRA directories; "
+                        "set loraDir (GGUF files are for Ollama)"]
+
+
+def test_multi_lora_renders_vllm_servers_with_lora_modules():
+    run = run_secret_raw(variant(lambda r: multi_lora(r, "fp8")), ["hfToken"])
+    kinds = [o["kind"] + "/" + o["metadata"]["name"] for o in run.objects() if o["kind"] in ("Deployment", "Service")]
+    assert kinds == ["Service/vllm-adapters-gpu0", "Service/vllm-adapters-gpu1",
+                     "Deployment/vllm-adapters-gpu0", "Deployment/vllm-adapters-gpu1"]
+    args = run.find("Deployment", "vllm-adapters-gpu1")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["meta-llama/Meta-Llama-3-8B-Instruct", "--served-model-name", "llama3-8b", "--tensor-parallel-size", "1",
+                    "--max-model-len", "8192", "--gpu-memory-utilization", "0.9", "--max-num-seqs", "8", "--quantization", "fp8",
+                    "--enable-lora", "--lora-modules", "code=/models/loras/code", "summarization=/models/loras/summarization",
+                    "--max-loras", "2", "--max-lora-rank", "16"]
+    assert json.loads(json.dumps(run.program["stack"].plan.to_dict()))["adapterPoolDesigns"][0]["vllmMultiLora"]["totalGiB"] == 12.807
