@@ -22,6 +22,7 @@ import pulumi_kubernetes as k8s
 from components.gpu import gpu_pod_fields
 from components.labels import labels, meta, selector
 from components.model_cache import MOUNT_PATH, ModelCache
+from components.pods import gpu_pod_spec, no_surge
 from stacks.catalog import OLLAMA, OLLAMA_MODELS
 from stacks.config import GpuSharing
 from stacks.plan import OllamaWorkload
@@ -212,26 +213,12 @@ class OllamaAdapterPool(pulumi.ComponentResource):
                 replicas=s.replicas,
                 revision_history_limit=3,
                 progress_deadline_seconds=max(600, budget),
-                # No surge: a new pod never needs GPU memory the old one still holds.
-                strategy=k8s.apps.v1.DeploymentStrategyArgs(
-                    type="RollingUpdate",
-                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_surge=0, max_unavailable=1),
-                ),
+                strategy=no_surge(),
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(lab)),
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=lab),
-                    spec=k8s.core.v1.PodSpecArgs(
-                        node_selector={"kubernetes.io/hostname": w.node},
-                        runtime_class_name=gpu.runtime_class_name,
-                        resource_claims=gpu.resource_claims,
-                        tolerations=gpu.tolerations,
-                        automount_service_account_token=False,
-                        enable_service_links=False,
-                        security_context=k8s.core.v1.PodSecurityContextArgs(
-                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")
-                        ),
-                        init_containers=[init],
-                        containers=[server],
+                    spec=gpu_pod_spec(
+                        w.node, gpu, containers=[server], init_containers=[init],
                         volumes=[
                             k8s.core.v1.VolumeArgs(
                                 name="models",

@@ -20,6 +20,7 @@ import pulumi_kubernetes as k8s
 from components.gpu import gpu_pod_fields
 from components.labels import labels, meta, selector
 from components.model_cache import MOUNT_PATH, ModelCache
+from components.pods import gpu_pod_spec, no_surge
 from stacks.catalog import VLLM
 from stacks.config import GpuSharing, Vllm
 from stacks.plan import VllmWorkload, shm_gib
@@ -178,27 +179,11 @@ class VllmModel(pulumi.ComponentResource):
                 replicas=1,
                 revision_history_limit=3,
                 progress_deadline_seconds=max(600, budget),
-                strategy=k8s.apps.v1.DeploymentStrategyArgs(
-                    type="RollingUpdate",
-                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_surge=0, max_unavailable=1),
-                ),
+                strategy=no_surge(),
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels={**selector(pod_labels), "llm-infra/pod": w.deployment_name}),
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels, annotations=scrape),
-                    spec=k8s.core.v1.PodSpecArgs(
-                        node_selector={"kubernetes.io/hostname": w.node},
-                        runtime_class_name=gpu.runtime_class_name,
-                        resource_claims=gpu.resource_claims,
-                        tolerations=gpu.tolerations,
-                        automount_service_account_token=False,
-                        enable_service_links=False,
-                        termination_grace_period_seconds=60,
-                        security_context=k8s.core.v1.PodSecurityContextArgs(
-                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")
-                        ),
-                        containers=[container],
-                        volumes=volumes,
-                    ),
+                    spec=gpu_pod_spec(w.node, gpu, containers=[container], volumes=volumes, termination_grace_period_seconds=60),
                 ),
             ),
             opts=pulumi.ResourceOptions(

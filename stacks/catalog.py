@@ -13,23 +13,6 @@ MIB = 1024**2
 
 
 @dataclass(frozen=True)
-class ModelArch:
-    """Architecture facts of one model family (facts/ollama.md section 5)."""
-
-    name: str
-    parameters_b: float
-    layers: int
-    attention_heads: int
-    kv_heads: int
-    head_dim: int
-    trained_context: int
-
-    def kv_bytes_per_token(self, bytes_per_element: int) -> int:
-        """K and V for every layer: 2 x layers x kv_heads x head_dim x element size."""
-        return 2 * self.layers * self.kv_heads * self.head_dim * bytes_per_element
-
-
-@dataclass(frozen=True)
 class OllamaModel:
     """One Ollama registry tag: which weights file it pulls and what architecture that file has."""
 
@@ -40,28 +23,6 @@ class OllamaModel:
     note: str
 
 
-LLAMA3_8B = ModelArch(
-    name="Llama 3 8B",
-    parameters_b=8.0,
-    layers=32,
-    attention_heads=32,
-    kv_heads=8,
-    head_dim=128,  # embedding 4096 / 32 heads
-    trained_context=8192,
-)
-
-OLLAMA_MODELS: dict[str, OllamaModel] = {
-    m.tag: m
-    for m in (
-        OllamaModel(
-            tag="llama3:8b",
-            arch=LLAMA3_8B,
-            quantization="Q4_0",
-            file_bytes=4_661_211_424,
-            note="the instruct model (same manifest as llama3:instruct); LoRAs must be trained on it",
-        ),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -103,8 +64,8 @@ DEFAULT_CUDA_CONTEXT_GIB = 0.45
 
 
 @dataclass(frozen=True)
-class HfArch:
-    """Architecture facts of a Hugging Face checkpoint family (facts/vllm.md section 5)."""
+class ModelArch:
+    """Architecture facts of a model family (facts/ollama.md and facts/vllm.md section 5)."""
 
     name: str
     parameters_b: float
@@ -146,7 +107,7 @@ class HfModel:
     """One Hugging Face repo vLLM serves."""
 
     repo: str
-    arch: HfArch
+    arch: ModelArch
     gated: bool
     quant_bits: int | None = None
     """4 for pre-quantized AWQ/GPTQ checkpoints (the quantization is read from the checkpoint)."""
@@ -162,20 +123,32 @@ class HfModel:
         return self.max_context or self.arch.max_position
 
 
-LLAMA31_8B = HfArch("Llama 3.1 8B", 8.03, 32, 32, 8, 128, 4096, 131072)
-LLAMA31_70B = HfArch("Llama 3.1 70B", 70.6, 80, 64, 8, 128, 8192, 131072)
-LLAMA32_3B = HfArch("Llama 3.2 3B", 3.21, 28, 24, 8, 128, 3072, 131072)
-MIXTRAL_8X7B = HfArch("Mixtral 8x7B", 46.7, 32, 32, 8, 128, 4096, 32768)
-DEEPSEEK_V2_LITE = HfArch("DeepSeek-Coder-V2-Lite", 15.7, 27, 16, 16, 128, 2048, 163840, mla_kv_dim=576)
+LLAMA31_8B = ModelArch("Llama 3.1 8B", 8.03, 32, 32, 8, 128, 4096, 131072)
+LLAMA31_70B = ModelArch("Llama 3.1 70B", 70.6, 80, 64, 8, 128, 8192, 131072)
+LLAMA32_3B = ModelArch("Llama 3.2 3B", 3.21, 28, 24, 8, 128, 3072, 131072)
+MIXTRAL_8X7B = ModelArch("Mixtral 8x7B", 46.7, 32, 32, 8, 128, 4096, 32768)
+DEEPSEEK_V2_LITE = ModelArch("DeepSeek-Coder-V2-Lite", 15.7, 27, 16, 16, 128, 2048, 163840, mla_kv_dim=576)
 # Llama 3 8B (the base of Ollama's llama3:8b), facts/ollama.md section 5.
-LLAMA3_8B_HF = HfArch("Llama 3 8B", 8.03, 32, 32, 8, 128, 4096, 8192, ffn=14336)
-GRANITE31_8B = HfArch("Granite 3.1 8B", 8.1, 40, 32, 8, 128, 4096, 131072)
+LLAMA3_8B = ModelArch("Llama 3 8B", 8.03, 32, 32, 8, 128, 4096, 8192, ffn=14336)
+OLLAMA_MODELS: dict[str, OllamaModel] = {
+    m.tag: m
+    for m in (
+        OllamaModel(
+            tag="llama3:8b",
+            arch=LLAMA3_8B,
+            quantization="Q4_0",
+            file_bytes=4_661_211_424,
+            note="the instruct model (same manifest as llama3:instruct); LoRAs must be trained on it",
+        ),
+    )
+}
+GRANITE31_8B = ModelArch("Granite 3.1 8B", 8.1, 40, 32, 8, 128, 4096, 131072)
 
 HF_MODELS: dict[str, HfModel] = {
     m.repo: m
     for m in (
         HfModel("meta-llama/Llama-3.1-8B-Instruct", LLAMA31_8B, gated=True),
-        HfModel("meta-llama/Meta-Llama-3-8B-Instruct", LLAMA3_8B_HF, gated=True,
+        HfModel("meta-llama/Meta-Llama-3-8B-Instruct", LLAMA3_8B, gated=True,
                 note="bf16 original of Ollama's llama3:8b (instruct); the multi-LoRA adapter pool's base"),
         HfModel("meta-llama/Llama-3.1-70B-Instruct", LLAMA31_70B, gated=True),
         HfModel("meta-llama/Llama-3.2-3B-Instruct", LLAMA32_3B, gated=True),

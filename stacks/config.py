@@ -427,10 +427,10 @@ def _ollama_problems(cfg: StackConfig, ollama: Ollama) -> list[str]:
                 problems.append(f"{where}: gpuSharing.mode dra selects GPUs by uuid or pciBusID; set one (nvidia-smi -L / nvidia-smi --query-gpu=pci.bus_id)")
             if mode == "visible-devices" and not gpu.uuid:
                 problems.append(f"{where}.uuid: gpuSharing.mode visible-devices pins GPUs by UUID; set it from nvidia-smi -L")
-        if model is not None and server.context_length > model.arch.trained_context:
+        if model is not None and server.context_length > model.arch.max_position:
             problems.append(
                 f"{key(*path, 'contextLength')}: {server.context_length} is above {ollama.base_model}'s trained context of "
-                f"{model.arch.trained_context}; use at most {model.arch.trained_context}"
+                f"{model.arch.max_position}; use at most {model.arch.max_position}"
             )
         if server.cpu_limit is not None and server.cpu_limit < server.cpu:
             problems.append(f"{key(*path, 'cpuLimit')}: {server.cpu_limit:g} is below the request cpu={server.cpu:g}")

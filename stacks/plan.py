@@ -328,7 +328,7 @@ def pod_vram(cfg: StackConfig, server: OllamaServer, name: str, workload: str) -
         name=name,
         workload=workload,
         weights_bytes=model.file_bytes,
-        kv_bytes=model.arch.kv_bytes_per_token(OLLAMA.kv_bytes_per_element) * effective_context,
+        kv_bytes=model.arch.kv_bytes_per_token_per_rank(1, OLLAMA.kv_bytes_per_element) * effective_context,
         surcharge_bytes=OLLAMA.surcharge_bytes(effective_context),
         cuda_context_bytes=round(cfg.plan.cuda_context_gib * GIB),
     )
