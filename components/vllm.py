@@ -67,7 +67,7 @@ def startup_budget_seconds(w: VllmWorkload, timing: Vllm) -> int:
     return math.ceil(size / (timing.download_mib_per_second * mib) + size / (timing.load_mib_per_second * mib) + timing.compile_seconds)
 
 
-def vllm_env(w: VllmWorkload, budget: int) -> dict[str, str]:
+def vllm_env(budget: int) -> dict[str, str]:
     return dict(
         sorted(
             {
@@ -124,7 +124,7 @@ class VllmModel(pulumi.ComponentResource):
         budget = startup_budget_seconds(w, args.timing)
         shm = shm_gib(s)
         memory = f"{round((s.memory_gib + shm) * 1024)}Mi"
-        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted({**vllm_env(w, budget), **gpu.env}.items())]
+        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted({**vllm_env(budget), **gpu.env}.items())]
         if args.hf_token_secret:
             env.insert(0, k8s.core.v1.EnvVarArgs(
                 name=HF_TOKEN_KEY,

@@ -470,15 +470,14 @@ def _cache_problems(cfg: StackConfig) -> list[str]:
     return problems
 
 
-def _typed_flags(m: VllmModel) -> set[str]:
-    """Flags a typed field owns, with their aliases; extraArgs may not repeat them."""
-    return {
-        "--model", "--served-model-name", "--tensor-parallel-size", "-tp", "--max-model-len", "--max-num-seqs",
-        "--max-num-batched-tokens", "--gpu-memory-utilization", "--device-memory-utilization", "--dtype",
-        "--quantization", "-q", "--kv-cache-dtype", "--trust-remote-code", "--no-trust-remote-code",
-        "--enable-lora", "--disable-lora", "--lora-modules", "--max-loras", "--max-lora-rank",
-        "--port", "--host", "--download-dir", "--api-key", "--hf-token",
-    }
+TYPED_FLAGS = frozenset({
+    "--model", "--served-model-name", "--tensor-parallel-size", "-tp", "--max-model-len", "--max-num-seqs",
+    "--max-num-batched-tokens", "--gpu-memory-utilization", "--device-memory-utilization", "--dtype",
+    "--quantization", "-q", "--kv-cache-dtype", "--trust-remote-code", "--no-trust-remote-code",
+    "--enable-lora", "--disable-lora", "--lora-modules", "--max-loras", "--max-lora-rank",
+    "--port", "--host", "--download-dir", "--api-key", "--hf-token",
+})
+"""Flags a typed field (or the component) owns, with their aliases; extraArgs may not repeat them."""
 
 
 def flag_name(arg: str) -> str:
@@ -524,12 +523,11 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
                 problems.append(f"{at('loraModules', lora)}: LoRA name must be lowercase letters, digits and '-'")
             if path.startswith("/") or ".." in path.split("/") or not re.match(r"^[A-Za-z0-9._/-]+$", path):
                 problems.append(f"{at('loraModules', lora)}: {path!r} must be a directory inside the model cache, relative and without '..'")
-        typed = _typed_flags(m)
         for i, arg in enumerate(m.extra_args):
             flag = flag_name(arg)
             if not arg.startswith("-"):
                 continue
-            if flag in typed:
+            if flag in TYPED_FLAGS:
                 problems.append(f"{at('extraArgs')}[{i}]: {arg!r} repeats a typed setting; set it through its own key instead")
             elif flag in VLLM.removed_flags:
                 problems.append(f"{at('extraArgs')}[{i}]: {arg!r} was removed from vLLM 0.33 and would stop the server; drop it")

@@ -19,7 +19,11 @@ OVERHEAD = 2048 * 4096 * 2 * 16 + GiB
 
 
 def test_lora_slot_size():
-    assert LORA == 80 * 2**20
+    from stacks.catalog import HF_MODELS
+
+    arch = HF_MODELS["meta-llama/Meta-Llama-3-8B-Instruct"].arch
+    assert arch.lora_bytes(16) == LORA == 80 * 2**20
+    assert arch.lora_bytes(32) == 2 * LORA
 
 
 def test_designs_compared_in_the_dev_plan():
