@@ -1,0 +1,111 @@
+"""Typed stack configuration: the pydantic models for every `llm-infra:*` key, and their checks.
+
+Pure Python. `parse_config(raw)` takes the stack's config as a dict of top-level key -> value
+(already JSON-decoded) and returns a `StackConfig`, or raises `ConfigError` whose lines each name
+the full key (`llm-infra:ollama.adapters.chatbot.gpu: ...`) and the fix.
+"""
+
+import difflib
+import types
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, Field, ValidationError
+
+from stacks.config.base import DNS_LABEL, DNS_SUBDOMAIN, PROJECT, _Model, camel, key
+from stacks.config.cluster import Gpu, GpuSharing, ModelCache, Node, Plan, Reserve, _cache_problems, _node_problems
+from stacks.config.ollama import Adapter, AdapterPoolVllm, Ollama, OllamaServer, _ollama_problems, node_of, servers
+from stacks.config.vllm import TYPED_FLAGS, Vllm, VllmModel, _vllm_problems, flag_name
+from stacks.errors import ConfigError
+
+__all__ = [
+    "DNS_LABEL", "DNS_SUBDOMAIN", "PROJECT", "TYPED_FLAGS", "Adapter", "AdapterPoolVllm", "Gpu", "GpuSharing",
+    "ModelCache", "Node", "Ollama", "OllamaServer", "Plan", "Reserve", "StackConfig", "Vllm", "VllmModel",
+    "camel", "cross_field_problems", "flag_name", "key", "node_of", "parse_config", "servers",
+]
+
+
+class StackConfig(_Model):
+    namespace: str = Field(default="llama3-multi-adapter", pattern=DNS_LABEL, max_length=63)
+    """Namespace of every namespaced object (the seed's `llama3-multi-adapter` keeps its service URLs)."""
+    nodes: list[Node] = Field(min_length=1)
+    """The cluster's GPU nodes."""
+    gpu_sharing: GpuSharing = GpuSharing()
+    """GPU pinning mode."""
+    model_cache: ModelCache = ModelCache()
+    """Where model weights live; survives `pulumi destroy`."""
+    ollama: Ollama | None = None
+    """The Ollama adapter pool."""
+    vllm: Vllm | None = None
+    """vLLM servers."""
+    hf_token: str | None = None
+    """Hugging Face token for gated models: set it with `pulumi config set --secret hfToken hf_...` (a Kubernetes Secret, never plain text)."""
+    plan: Plan = Plan()
+    """Capacity-plan settings."""
+
+
+# --------------------------------------------------------------------------------------------
+# Error formatting
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The camelCase keys accepted at the object that `loc` points into."""
+    model: Any = StackConfig
+    for part in loc[:-1]:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+            if field is None:
+                return []
+            model = field.annotation
+        elif get_origin(model) in (list, dict):
+            model = get_args(model)[-1]
+        while get_origin(model) in (Union, types.UnionType):
+            model = next(a for a in get_args(model) if a is not type(None))
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [f.alias or n for n, f in model.model_fields.items()]
+    return []
+
+
+def _format(err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    path = key(*loc) if loc else f"{PROJECT}:<root>"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"{path}: unknown key; {hint}allowed keys here: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"{path}: required key is missing; add it to the stack config"
+    msg = err["msg"]
+    if kind == "string_pattern_mismatch":
+        msg = f"{err['input']!r} has the wrong form (expected {err['ctx']['pattern']})"
+    elif kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    else:
+        msg = f"{msg}, got {err['input']!r}"
+    return f"{path}: {msg}"
+
+
+def parse_config(raw: dict[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:
+    """Validate the stack's `llm-infra:*` values (top-level key -> value) into a StackConfig."""
+    try:
+        cfg = StackConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([_format(e) for e in exc.errors()]) from None
+    problems = cross_field_problems(cfg, secret_keys)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+
+def cross_field_problems(cfg: StackConfig, secret_keys: frozenset[str] = frozenset()) -> list[str]:
+    problems = _node_problems(cfg)
+    if cfg.ollama is not None:
+        problems += _ollama_problems(cfg, cfg.ollama)
+    if cfg.vllm is not None:
+        problems += _vllm_problems(cfg, cfg.vllm, secret_keys)
+    if cfg.ollama is None and (cfg.vllm is None or not cfg.vllm.models):
+        problems.append(f"{key('ollama')}: the stack serves nothing; configure ollama or vllm.models")
+    problems += _cache_problems(cfg)
+    return problems

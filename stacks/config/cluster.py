@@ -1,0 +1,103 @@
+"""The cluster: nodes and their GPUs, GPU pinning, the model cache and plan settings."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from stacks.catalog import DEFAULT_CUDA_CONTEXT_GIB, DEFAULT_VLLM_RUNTIME_GIB
+from stacks.config.base import DNS_SUBDOMAIN, GPU_UUID, PCI_BUS_ID, QUANTITY, _Model, key
+
+if TYPE_CHECKING:
+    from stacks.config import StackConfig
+
+
+class Gpu(_Model):
+    index: int = Field(ge=0)
+    """GPU index as `nvidia-smi -L` lists it on the node."""
+    vram_gib: float = Field(gt=0)
+    """Memory of the GPU in GiB as `nvidia-smi` reports it (total)."""
+    uuid: str | None = Field(default=None, pattern=GPU_UUID)
+    """GPU UUID (`GPU-...` from `nvidia-smi -L`): selects it in `dra` mode and pins it in `visible-devices` mode."""
+    pci_bus_id: str | None = Field(default=None, pattern=PCI_BUS_ID)
+    """PCI bus id (`0000:01:00.0`): an alternative selector for `dra` mode."""
+
+
+class Reserve(_Model):
+    cpu: float = Field(default=0, ge=0)
+    """CPU cores kept for the OS, k3s and everything not planned here."""
+    memory_gib: float = Field(default=0, ge=0)
+    """RAM in GiB kept for the OS, k3s and everything not planned here."""
+
+
+class Node(_Model):
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    """Kubernetes node name (`kubectl get nodes`); pods planned on it are scheduled there."""
+    cpu: float = Field(gt=0)
+    """CPU cores of the node."""
+    memory_gib: float = Field(gt=0)
+    """RAM of the node in GiB."""
+    reserve: Reserve = Reserve()
+    """Capacity kept back from planning."""
+    gpus: list[Gpu] = []
+    """The node's GPUs."""
+
+
+class GpuSharing(_Model):
+    mode: Literal["dra", "visible-devices", "exclusive"] = "visible-devices"
+    """How pods are pinned to GPUs: `dra` (a ResourceClaim per GPU), `visible-devices` (env pinning, no GPU request) or `exclusive` (`nvidia.com/gpu`, one pod per GPU)."""
+    device_class_name: str = Field(default="gpu.nvidia.com", pattern=DNS_SUBDOMAIN)
+    """DeviceClass of the NVIDIA DRA driver (`dra` mode)."""
+    runtime_class_name: str = Field(default="nvidia", pattern=DNS_SUBDOMAIN)
+    """RuntimeClass of the NVIDIA container runtime (`visible-devices` and `exclusive` modes; k3s creates `nvidia`)."""
+
+
+class ModelCache(_Model):
+    mode: Literal["hostPath", "rwx", "perPod"] = "hostPath"
+    """`hostPath` (one PV+PVC per node over a host directory), `rwx` (one ReadWriteMany claim) or `perPod` (a ReadWriteOnce claim per workload)."""
+    host_path: str = Field(default="/var/lib/llm-models", pattern=r"^/[^\s]*$")
+    """Host directory of the cache (`hostPath` mode)."""
+    size: str = Field(default="100Gi", pattern=QUANTITY)
+    """Requested size of each cache volume."""
+    storage_class_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN)
+    """StorageClass for `rwx`/`perPod` claims (e.g. `longhorn`, `local-path`)."""
+    provisioner: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9./]*[a-z0-9])?$")
+    """If set, the stack creates `storageClassName` itself with this provisioner and `reclaimPolicy: Retain`, so dynamically provisioned model data survives claim deletion."""
+
+
+class Plan(_Model):
+    cuda_context_gib: float = Field(default=DEFAULT_CUDA_CONTEXT_GIB, ge=0)
+    """VRAM each GPU process holds for its CUDA context, which Ollama's estimate leaves out."""
+    vllm_runtime_gib: float = Field(default=DEFAULT_VLLM_RUNTIME_GIB, ge=0)
+    """Per GPU of a vLLM server: CUDA context, workspaces and CUDA graphs, outside weights, activations and KV."""
+
+
+
+def _node_problems(cfg: StackConfig) -> list[str]:
+    problems: list[str] = []
+
+    names = [n.name for n in cfg.nodes]
+    for i, node in enumerate(cfg.nodes):
+        if names.count(node.name) > 1:
+            problems.append(f"{key('nodes', i, 'name')}: node {node.name!r} is listed twice; give each node once")
+        indexes = [g.index for g in node.gpus]
+        for j, gpu in enumerate(node.gpus):
+            if indexes.count(gpu.index) > 1:
+                problems.append(f"{key('nodes', i, 'gpus', j, 'index')}: GPU index {gpu.index} is listed twice on node {node.name}")
+        if node.reserve.cpu >= node.cpu:
+            problems.append(f"{key('nodes', i, 'reserve', 'cpu')}: reserve {node.reserve.cpu:g} leaves no CPU of the node's {node.cpu:g}")
+        if node.reserve.memory_gib >= node.memory_gib:
+            problems.append(f"{key('nodes', i, 'reserve', 'memoryGiB')}: reserve {node.reserve.memory_gib:g} GiB leaves no RAM of the node's {node.memory_gib:g} GiB")
+    return problems
+
+
+
+def _cache_problems(cfg: StackConfig) -> list[str]:
+    problems: list[str] = []
+    cache = cfg.model_cache
+    if cache.mode in ("rwx", "perPod") and cache.storage_class_name is None:
+        problems.append(f"{key('modelCache', 'storageClassName')}: modelCache.mode {cache.mode} needs a StorageClass (e.g. longhorn for rwx, local-path for perPod)")
+    if cache.provisioner is not None and cache.mode == "hostPath":
+        problems.append(f"{key('modelCache', 'provisioner')}: hostPath mode provisions nothing; remove provisioner or use rwx/perPod")
+    return problems

@@ -1,0 +1,179 @@
+"""The Ollama adapter pool: one server per role (base and each task adapter)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Literal, Union
+
+from pydantic import Field, field_validator
+
+from stacks.catalog import HF_MODELS, OLLAMA_DEFAULT_IMAGE, OLLAMA_MODELS, VLLM
+from stacks.config.base import DNS_LABEL, GO_DURATION, IMAGE, _Model, _pinned_image, key
+from stacks.config.cluster import Node
+
+if TYPE_CHECKING:
+    from stacks.config import StackConfig
+
+
+class OllamaServer(_Model):
+    gpu: int = Field(ge=0)
+    """Index of the GPU (on `node`) the pods of this server use."""
+    node: str | None = None
+    """Node name; may be left out when the stack has one node."""
+    replicas: int = Field(default=1, ge=1)
+    """Pods of this server; each holds its own copy of the base weights."""
+    parallel: int = Field(ge=1)
+    """`OLLAMA_NUM_PARALLEL`: request slots per pod; each slot holds `contextLength` tokens of KV cache."""
+    queue: int = Field(ge=1)
+    """`OLLAMA_MAX_QUEUE`: requests waiting for a model load before HTTP 503."""
+    keep_alive: Union[str, int] = "5m"
+    """`OLLAMA_KEEP_ALIVE`: Go duration (`10m`, `24h`, negative = forever) or integer seconds."""
+    context_length: int = Field(ge=256)
+    """`OLLAMA_CONTEXT_LENGTH`: tokens per slot; at most the model's trained context."""
+    cpu: float = Field(gt=0)
+    """CPU cores requested per pod."""
+    cpu_limit: float | None = Field(default=None, gt=0)
+    """CPU limit per pod (none by default: a limit throttles token generation)."""
+    memory_gib: float = Field(gt=0)
+    """RAM in GiB requested and limited per pod."""
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _duration(cls, v: str | int) -> str:
+        text = str(v)
+        if not re.match(GO_DURATION, text):
+            raise ValueError(f"{v!r} is not a duration; use a Go duration such as 10m or 24h, or integer seconds")
+        return text
+
+
+class Adapter(OllamaServer):
+    lora_dir: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
+    """The same adapter as a PEFT (safetensors) directory relative to the model cache; needed for `ollama.engine: vllm`."""
+    file: str = Field(pattern=r"^[A-Za-z0-9._/-]+\.gguf$")
+    """GGUF LoRA adapter (`general.type=adapter`), as a path relative to the model cache root (e.g. `adapters/chatbot.gguf`)."""
+    base: str
+    """Ollama tag the adapter was trained on; must equal `ollama.baseModel`."""
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """Expected sha256 of the adapter file; checked before the model is created."""
+
+    @field_validator("file")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        if v.startswith("/") or ".." in v.split("/"):
+            raise ValueError(f"{v!r} must be a path inside the model cache, relative and without '..'")
+        return v
+
+
+class AdapterPoolVllm(_Model):
+    model: str = "meta-llama/Meta-Llama-3-8B-Instruct"
+    """Hugging Face base the adapters were trained on (bf16 original of `baseModel`)."""
+    quantization: Literal["fp8"] | None = None
+    """`fp8`: vLLM quantizes the bf16 weights at load (halves them)."""
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    """Share of each GPU the one vLLM server per GPU takes."""
+    max_lora_rank: int = 16
+    """`--max-lora-rank`: at least the adapters' rank (vLLM choices 1, 8, 16, 32, 64, 128, 256, 320, 512)."""
+    cpu: float = Field(default=4, gt=0)
+    """CPU cores per server."""
+    memory_gib: float = Field(default=24, gt=0)
+    """RAM in GiB per server."""
+
+
+class Ollama(_Model):
+    engine: Literal["ollama", "vllm"] = "ollama"
+    """`ollama`: one Ollama server per role (GGUF adapters). `vllm`: one vLLM server per GPU with the adapters as LoRA modules over one copy of the base."""
+    vllm: AdapterPoolVllm = AdapterPoolVllm()
+    """The multi-LoRA design: used by `engine: vllm`, and compared in every plan."""
+    image: str = Field(default=OLLAMA_DEFAULT_IMAGE, pattern=IMAGE)
+    """Ollama image, pinned to a released tag or digest."""
+    base_model: str = "llama3:8b"
+    """Ollama tag of the base model (must be in the model catalog)."""
+    pull_mib_per_second: float = Field(default=25, gt=0)
+    """Assumed registry download rate; sizes the rollout deadline for a first pull."""
+    server_start_seconds: int = Field(default=120, ge=10)
+    """Budget for `ollama serve` to start and discover GPUs (startupProbe)."""
+    base: OllamaServer
+    """The base model server (no adapter)."""
+    adapters: dict[str, Adapter] = {}
+    """Task adapters by name (`chatbot`, `code`, ...); each gets its own Deployment and Service."""
+
+    _pinned = field_validator("image")(lambda v: _pinned_image(v, OLLAMA_DEFAULT_IMAGE))
+
+
+
+def servers(cfg: StackConfig) -> list[tuple[tuple[str, ...], str, OllamaServer]]:
+    """(config path, role name, server) for the base and every adapter, in a stable order."""
+    if cfg.ollama is None:
+        return []
+    out: list[tuple[tuple[str, ...], str, OllamaServer]] = [(("ollama", "base"), "base", cfg.ollama.base)]
+    for name in sorted(cfg.ollama.adapters):
+        out.append((("ollama", "adapters", name), name, cfg.ollama.adapters[name]))
+    return out
+
+
+def node_of(cfg: StackConfig, server: OllamaServer) -> Node | None:
+    if server.node is None:
+        return cfg.nodes[0] if len(cfg.nodes) == 1 else None
+    return next((n for n in cfg.nodes if n.name == server.node), None)
+
+
+
+def _ollama_problems(cfg: StackConfig, ollama: Ollama) -> list[str]:
+    problems: list[str] = []
+    names = [n.name for n in cfg.nodes]
+    model = OLLAMA_MODELS.get(ollama.base_model)
+    if model is None:
+        problems.append(
+            f"{key('ollama', 'baseModel')}: {ollama.base_model!r} is not in the model catalog; use one of: {', '.join(sorted(OLLAMA_MODELS))}"
+        )
+
+    mode = cfg.gpu_sharing.mode
+    for path, role, server in servers(cfg):
+        node = node_of(cfg, server)
+        if node is None:
+            if server.node is None:
+                problems.append(f"{key(*path, 'node')}: the stack has {len(cfg.nodes)} nodes; say which one ({', '.join(names)})")
+            else:
+                problems.append(f"{key(*path, 'node')}: no node named {server.node!r}; nodes are: {', '.join(names)}")
+            continue
+        gpu = next((g for g in node.gpus if g.index == server.gpu), None)
+        if gpu is None:
+            have = ", ".join(str(g.index) for g in node.gpus) or "none"
+            problems.append(f"{key(*path, 'gpu')}: node {node.name} has no GPU {server.gpu} (it has: {have})")
+        else:
+            where = key("nodes", cfg.nodes.index(node), "gpus", node.gpus.index(gpu))
+            if mode == "dra" and not (gpu.uuid or gpu.pci_bus_id):
+                problems.append(f"{where}: gpuSharing.mode dra selects GPUs by uuid or pciBusID; set one (nvidia-smi -L / nvidia-smi --query-gpu=pci.bus_id)")
+            if mode == "visible-devices" and not gpu.uuid:
+                problems.append(f"{where}.uuid: gpuSharing.mode visible-devices pins GPUs by UUID; set it from nvidia-smi -L")
+        if model is not None and server.context_length > model.arch.max_position:
+            problems.append(
+                f"{key(*path, 'contextLength')}: {server.context_length} is above {ollama.base_model}'s trained context of "
+                f"{model.arch.max_position}; use at most {model.arch.max_position}"
+            )
+        if server.cpu_limit is not None and server.cpu_limit < server.cpu:
+            problems.append(f"{key(*path, 'cpuLimit')}: {server.cpu_limit:g} is below the request cpu={server.cpu:g}")
+
+    if ollama.engine == "vllm":
+        pool = ollama.vllm
+        if pool.model not in HF_MODELS:
+            problems.append(f"{key('ollama', 'vllm', 'model')}: {pool.model!r} is not in the model catalog")
+        if pool.max_lora_rank not in VLLM.max_lora_ranks:
+            problems.append(f"{key('ollama', 'vllm', 'maxLoraRank')}: {pool.max_lora_rank} is not a vLLM choice; use one of {', '.join(map(str, VLLM.max_lora_ranks))}")
+        for name, adapter in sorted(ollama.adapters.items()):
+            if adapter.lora_dir is None:
+                problems.append(f"{key('ollama', 'adapters', name, 'loraDir')}: ollama.engine vllm serves adapters as PEFT LoRA directories; set loraDir (GGUF files are for Ollama)")
+        if HF_MODELS.get(pool.model, None) is not None and HF_MODELS[pool.model].gated and cfg.hf_token is None:
+            problems.append(f"{key('hfToken')}: {pool.model} is gated on Hugging Face; set a token with `pulumi config set --secret hfToken hf_...`")
+    for name, adapter in sorted(ollama.adapters.items()):
+        if not re.match(DNS_LABEL, name) or len(f"ollama-adapter-{name}") > 63:
+            problems.append(f"{key('ollama', 'adapters', name)}: adapter name must be a DNS label of at most 48 characters (lowercase, digits, '-')")
+        if name == "base":
+            problems.append(f"{key('ollama', 'adapters', name)}: 'base' is the base server's name; rename the adapter")
+        if adapter.base != ollama.base_model:
+            problems.append(
+                f"{key('ollama', 'adapters', name, 'base')}: adapter was trained on {adapter.base!r} but the pool serves "
+                f"{ollama.base_model!r}; a LoRA only works on its own base: fix ollama.baseModel or the adapter"
+            )
+
+    return problems

@@ -1,0 +1,162 @@
+"""vLLM servers: one entry per model, typed flags plus a checked escape hatch."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, field_validator
+
+from stacks.catalog import HF_MODELS, VLLM, VLLM_DEFAULT_IMAGE
+from stacks.config.base import DNS_LABEL, IMAGE, _Model, _pinned_image, key
+
+if TYPE_CHECKING:
+    from stacks.config import StackConfig
+
+
+class VllmModel(_Model):
+    model: str
+    """Hugging Face repo id (must be in the model catalog); the first container arg."""
+    served_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    """`--served-model-name` (default: the model's key); the name clients send and the metrics label."""
+    tensor_parallel: int = Field(default=1, ge=1)
+    """`--tensor-parallel-size`: GPUs per pod, all on one node; must divide the attention heads."""
+    replicas: int = Field(default=1, ge=1)
+    """Pods behind the model's one Service; each is placed on its own GPUs by the plan."""
+    max_model_len: int = Field(ge=256)
+    """`--max-model-len`: tokens per sequence; at most the model's trained context."""
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    """`--max-num-seqs`: sequences batched at once (vLLM's default when unset)."""
+    max_num_batched_tokens: int | None = Field(default=None, ge=256)
+    """`--max-num-batched-tokens` (vLLM's default, 2048 on A100/<70 GiB GPUs, when unset)."""
+    gpu_memory_utilization: float = Field(default=VLLM.default_gpu_memory_utilization, gt=0, le=1)
+    """`--gpu-memory-utilization`: the share of each of its GPUs the server takes (weights, activations, KV cache)."""
+    dtype: Literal["auto", "bfloat16", "float16", "half", "float", "float32"] = "auto"
+    """`--dtype`."""
+    quantization: str | None = None
+    """`--quantization` (e.g. `fp8` online; AWQ/GPTQ checkpoints carry theirs and need none). No bitsandbytes or GGUF in vLLM 0.33."""
+    kv_cache_dtype: Literal["auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    """`--kv-cache-dtype`; fp8 halves the KV cache."""
+    trust_remote_code: bool = False
+    """`--trust-remote-code`: runs the repo's own Python; none of the catalog's models needs it."""
+    lora_modules: dict[str, str] = {}
+    """LoRA adapters by name -> directory relative to the model cache; adds `--enable-lora --lora-modules`."""
+    max_loras: int | None = Field(default=None, ge=1)
+    """`--max-loras`: adapters active in one batch (default: the number of lora_modules)."""
+    max_lora_rank: int | None = None
+    """`--max-lora-rank`: at least the adapters' rank; one of 1, 8, 16, 32, 64, 128, 256, 320, 512."""
+    extra_args: list[str] = []
+    """Further `vllm serve` flags; may not repeat a typed one or use a flag vLLM 0.33 removed."""
+    node: str | None = None
+    """Node to place it on (default: any node with room)."""
+    gpus: list[int] | None = None
+    """GPU indexes to pin it to (one per tensor-parallel rank); default: placed by the plan."""
+    cpu: float = Field(gt=0)
+    """CPU cores requested per pod."""
+    memory_gib: float = Field(gt=0)
+    """RAM in GiB requested and limited per pod (the /dev/shm volume is added on top)."""
+
+
+class Vllm(_Model):
+    image: str = Field(default=VLLM_DEFAULT_IMAGE, pattern=IMAGE)
+    """vLLM image, pinned (`ENTRYPOINT vllm serve`; args start with the model)."""
+    download_mib_per_second: float = Field(default=50, gt=0)
+    """Assumed Hugging Face download rate; sizes the startup budget for a first download."""
+    load_mib_per_second: float = Field(default=400, gt=0)
+    """Assumed read rate of the model cache when loading weights."""
+    compile_seconds: int = Field(default=300, ge=0)
+    """Allowance for torch.compile, CUDA graph capture and KV profiling at start."""
+    models: dict[str, VllmModel] = {}
+    """Models by key; each becomes a VllmModel (Deployment per replica + Service `vllm-<key>`)."""
+
+    _pinned = field_validator("image")(lambda v: _pinned_image(v, VLLM_DEFAULT_IMAGE))
+
+
+
+TYPED_FLAGS = frozenset({
+    "--model", "--served-model-name", "--tensor-parallel-size", "-tp", "--max-model-len", "--max-num-seqs",
+    "--max-num-batched-tokens", "--gpu-memory-utilization", "--device-memory-utilization", "--dtype",
+    "--quantization", "-q", "--kv-cache-dtype", "--trust-remote-code", "--no-trust-remote-code",
+    "--enable-lora", "--disable-lora", "--lora-modules", "--max-loras", "--max-lora-rank",
+    "--port", "--host", "--download-dir", "--api-key", "--hf-token",
+})
+"""Flags a typed field (or the component) owns, with their aliases; extraArgs may not repeat them."""
+
+
+def flag_name(arg: str) -> str:
+    """`--max_num_seqs=4` -> `--max-num-seqs` (vLLM accepts underscores and `=`)."""
+    name = arg.split("=", 1)[0]
+    return "--" + name[2:].replace("_", "-") if name.startswith("--") else name
+
+
+def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) -> list[str]:
+    problems: list[str] = []
+    names = [n.name for n in cfg.nodes]
+    gated = []
+    for name, m in sorted(vllm.models.items()):
+        at = lambda *k: key("vllm", "models", name, *k)  # noqa: E731
+        if not re.match(DNS_LABEL, name) or len(f"vllm-{name}") > 52:
+            problems.append(f"{at()}: model key must be a DNS label of at most 47 characters (lowercase, digits, '-')")
+        hf = HF_MODELS.get(m.model)
+        if hf is None:
+            problems.append(f"{at('model')}: {m.model!r} is not in the model catalog; use one of: {', '.join(sorted(HF_MODELS))}")
+            continue
+        if hf.gated:
+            gated.append(name)
+        tp_problem = hf.arch.tp_problem(m.tensor_parallel)
+        if tp_problem:
+            problems.append(f"{at('tensorParallel')}: {tp_problem}")
+        if m.max_model_len > hf.trained_context:
+            problems.append(f"{at('maxModelLen')}: {m.max_model_len} is above {m.model}'s trained context of {hf.trained_context}; use at most {hf.trained_context}")
+        q = m.quantization
+        if q in ("bitsandbytes", "gguf"):
+            problems.append(f"{at('quantization')}: vLLM 0.33 has no {q}; use a pre-quantized AWQ/GPTQ checkpoint (e.g. AMead10/Llama-3.2-3B-Instruct-AWQ) and leave quantization unset")
+        elif q is not None and q not in VLLM.quantization_methods:
+            problems.append(f"{at('quantization')}: {q!r} is not a vLLM 0.33 quantization method; use one of: {', '.join(VLLM.quantization_methods)}")
+        elif q is not None and hf.quant_method is None and ("awq" in q or "gptq" in q):
+            problems.append(f"{at('quantization')}: {m.model} is not an {q} checkpoint; pick a pre-quantized repo or use fp8")
+        elif q is not None and hf.quant_method is not None and hf.quant_method not in q:
+            problems.append(f"{at('quantization')}: {m.model} is a {hf.quant_method} checkpoint; leave quantization unset or use {hf.quant_method}")
+        if m.max_lora_rank is not None and m.max_lora_rank not in VLLM.max_lora_ranks:
+            problems.append(f"{at('maxLoraRank')}: {m.max_lora_rank} is not a vLLM choice; use one of {', '.join(map(str, VLLM.max_lora_ranks))}")
+        if (m.max_loras is not None or m.max_lora_rank is not None) and not m.lora_modules:
+            problems.append(f"{at('loraModules')}: maxLoras/maxLoraRank are set but no LoRA modules are; add loraModules or remove them")
+        for lora, path in sorted(m.lora_modules.items()):
+            if not re.match(DNS_LABEL, lora):
+                problems.append(f"{at('loraModules', lora)}: LoRA name must be lowercase letters, digits and '-'")
+            if path.startswith("/") or ".." in path.split("/") or not re.match(r"^[A-Za-z0-9._/-]+$", path):
+                problems.append(f"{at('loraModules', lora)}: {path!r} must be a directory inside the model cache, relative and without '..'")
+        for i, arg in enumerate(m.extra_args):
+            flag = flag_name(arg)
+            if not arg.startswith("-"):
+                continue
+            if flag in TYPED_FLAGS:
+                problems.append(f"{at('extraArgs')}[{i}]: {arg!r} repeats a typed setting; set it through its own key instead")
+            elif flag in VLLM.removed_flags:
+                problems.append(f"{at('extraArgs')}[{i}]: {arg!r} was removed from vLLM 0.33 and would stop the server; drop it")
+        if m.node is not None and m.node not in names:
+            problems.append(f"{at('node')}: no node named {m.node!r}; nodes are: {', '.join(names)}")
+        elif m.gpus is not None:
+            if m.node is None and len(cfg.nodes) > 1:
+                problems.append(f"{at('node')}: gpus are pinned but the stack has {len(cfg.nodes)} nodes; say which one")
+            node = next((n for n in cfg.nodes if n.name == m.node), cfg.nodes[0])
+            if len(m.gpus) != m.tensor_parallel or len(set(m.gpus)) != len(m.gpus):
+                problems.append(f"{at('gpus')}: {m.gpus} must list {m.tensor_parallel} distinct GPU(s), one per tensor-parallel rank")
+            missing = [g for g in m.gpus if g not in {x.index for x in node.gpus}]
+            if missing:
+                problems.append(f"{at('gpus')}: node {node.name} has no GPU {', '.join(map(str, missing))}")
+            if m.replicas > 1:
+                problems.append(f"{at('gpus')}: pinned GPUs serve one pod; with replicas {m.replicas} leave gpus unset so the plan places each replica")
+        if cfg.gpu_sharing.mode in ("dra", "visible-devices"):
+            candidates = [n for n in cfg.nodes if m.node in (None, n.name)]
+            for n in candidates:
+                for g in n.gpus:
+                    if not (g.uuid or (cfg.gpu_sharing.mode == "dra" and g.pci_bus_id)):
+                        where = key("nodes", cfg.nodes.index(n), "gpus", n.gpus.index(g))
+                        problems.append(f"{where}: gpuSharing.mode {cfg.gpu_sharing.mode} pins GPUs by {'uuid or pciBusID' if cfg.gpu_sharing.mode == 'dra' else 'UUID'}; set it (nvidia-smi -L)")
+    if gated and cfg.hf_token is None:
+        problems.append(f"{key('hfToken')}: {', '.join(gated)} {'is a gated model' if len(gated) == 1 else 'are gated models'} on Hugging Face; "
+                        "set a token with `pulumi config set --secret hfToken hf_...`")
+    if cfg.hf_token is not None and key("hfToken") not in secret_keys:
+        problems.append(f"{key('hfToken')}: the token is in plain text in the stack file; store it with `pulumi config set --secret hfToken hf_...`")
+    return sorted(set(problems), key=problems.index)
