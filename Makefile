@@ -11,9 +11,10 @@ CONFIG ?=
 PYTHON312 ?= $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.12*/bin/python3.12) \
                          $(shell PYENV_VERSION=3.12.1 command -v python3.12 2>/dev/null))
 
-.PHONY: render test docs bench clean venv
+.PHONY: render test docs bench clean venv test-venv
 
 venv: $(VENV)/.installed
+test-venv: $(VENV)/.installed-test
 
 $(VENV)/.installed: requirements.txt
 	@if [ -z "$(PYTHON312)" ]; then \
@@ -25,10 +26,16 @@ $(VENV)/.installed: requirements.txt
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $@
 
+# The validators the tests run (llama-stack 0.7.3 and what its server imports); not needed to render or deploy.
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	@echo "installing the test validators (requirements-test.txt) into $(VENV)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt
+	@touch $@
+
 render: venv
 	@$(PY) -m tools.render --stack $(STACK) --out $(OUT) $(if $(CONFIG),--config $(CONFIG))
 
-test: venv
+test: test-venv
 	@$(PY) -m pytest -q
 
 docs: venv

@@ -8,4 +8,5 @@ from stacks.loader import load_stack
 stack = load_stack()
 topology = Topology("llm-infra", stack)
 pulumi.export("endpoints", topology.endpoints)
+pulumi.export("agents", topology.agents)
 pulumi.export("gpuPlan", stack.plan.to_dict())

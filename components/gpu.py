@@ -61,7 +61,7 @@ def gpu_pod_fields(sharing: GpuSharing, gpus: Sequence[GpuRef], cuda_env: bool) 
 
 
 def cel_selector(gpu: GpuRef, device_class: str) -> str:
-    """CEL that selects exactly this GPU; `index` is no attribute since driver 25.8 (FACTS.md)."""
+    """CEL that selects exactly this GPU; `index` is no attribute since NVIDIA DRA driver 25.8 (k8s-dra-driver-gpu device attributes)."""
     if gpu.uuid:
         return f'device.attributes["{device_class}"].uuid == "{gpu.uuid}"'
     return f'device.attributes["resource.kubernetes.io"].pciBusID == "{gpu.pci_bus_id}"'

@@ -1,7 +1,7 @@
 """OllamaAdapterPool: one Ollama server (Deployment + Service) for the base and for each adapter.
 
 Ollama keys loaded runners by the base weights file, so a base and its adapters cannot stay
-resident together in one server (FACTS.md): per-adapter concurrency and keep-alive mean one server
+resident together in one server (Ollama 0.32.15 server/sched.go keys runners by the base file; ollama#10605): per-adapter concurrency and keep-alive mean one server
 per adapter, each with its own copy of the base weights. The plan accounts for every copy.
 
 Each pod makes its own model ready in an init container (`ensure-model`) that starts a private,

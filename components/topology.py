@@ -5,10 +5,13 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.agents import AgentRoutes, AgentRoutesArgs
 from components.gpu import GpuClaims, GpuClaimsArgs
 from components.labels import labels, meta
+from components.llama_stack import LlamaStack, LlamaStackArgs
 from components.model_cache import ModelCache, ModelCacheArgs
 from components.ollama import OllamaAdapterPool, OllamaAdapterPoolArgs
+from components.safety import SafetyModel, SafetyModelArgs
 from components.vllm import HF_TOKEN_KEY, VllmModel, VllmModelArgs
 from stacks.config import Vllm
 from stacks.loader import Stack
@@ -19,10 +22,11 @@ HF_SECRET = "huggingface-token"
 class Topology(pulumi.ComponentResource):
     namespace: str
     endpoints: dict[str, str]
+    agents: dict[str, dict[str, object]]
 
     def __init__(self, name: str, stack: Stack, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llm-infra:stack:Topology", name, None, opts)
-        cfg, plan = stack.config, stack.plan
+        cfg, plan, graph = stack.config, stack.plan, stack.graph
         self.namespace = cfg.namespace
 
         # Objects that hold model data are adopted again after a destroy (they were retained),
@@ -51,8 +55,10 @@ class Topology(pulumi.ComponentResource):
             ModelCacheArgs(
                 namespace=cfg.namespace,
                 spec=cfg.model_cache,
-                nodes=sorted({w.node for w in plan.workloads} | {w.node for w in plan.vllm}),
-                workloads=[w.deployment_name for w in plan.workloads] + [w.deployment_name for w in plan.vllm],
+                nodes=sorted({w.node for w in plan.workloads} | {w.node for w in plan.vllm}
+                             | ({graph.llama_stack.node} if graph.llama_stack else set())),
+                workloads=[w.deployment_name for w in plan.workloads] + [w.deployment_name for w in plan.vllm]
+                + ([graph.llama_stack.endpoint.name] if graph.llama_stack else []),
             ),
             opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(provider=adopting)),
         )
@@ -93,11 +99,28 @@ class Topology(pulumi.ComponentResource):
             by_model: dict[str, list] = {}
             for w in plan.vllm:
                 by_model.setdefault(w.key, []).append(w)
+            shield = graph.llama_stack.shield if graph.llama_stack else None
+            models: list[pulumi.Resource] = []
             for model, replicas in sorted(by_model.items()):
-                vm = VllmModel(
-                    f"vllm-{model}",
-                    VllmModelArgs(cfg.namespace, vllm.image, replicas, cfg.gpu_sharing, cache, vllm, secret_name),
-                    opts=serving,
+                server = VllmModelArgs(cfg.namespace, vllm.image, replicas, cfg.gpu_sharing, cache, vllm, secret_name)
+                if shield is not None and shield.model.key == model:
+                    guard = SafetyModel(f"safety-{model}", SafetyModelArgs(server, shield), opts=serving)
+                    url, res = guard.url, guard
+                else:
+                    vm = VllmModel(f"vllm-{model}", server, opts=serving)
+                    url, res = vm.url, vm
+                self.endpoints[f"vllm-{model}"] = url
+                models.append(res)
+            if graph.llama_stack is not None:
+                ls = cfg.llama_stack
+                assert ls is not None
+                stack_server = LlamaStack(
+                    "llama-stack",
+                    LlamaStackArgs(cfg.namespace, ls.image, graph.llama_stack, cache, ls.cpu, ls.memory_gib),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends, *models]),
                 )
-                self.endpoints[f"vllm-{model}"] = vm.url
-        self.register_outputs({"namespace": self.namespace, "endpoints": self.endpoints})
+                self.endpoints[graph.llama_stack.endpoint.name] = stack_server.url
+        self.agents = {}
+        if graph.agents:
+            self.agents = AgentRoutes("agents", AgentRoutesArgs(cfg.namespace, graph.agents), opts=in_ns).routes
+        self.register_outputs({"namespace": self.namespace, "endpoints": self.endpoints, "agents": self.agents})

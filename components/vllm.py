@@ -1,7 +1,7 @@
 """VllmModel: one model served by vLLM 0.33 (a Deployment per replica behind one Service).
 
 Container args come from typed fields through one pure function (`vllm_args`), only with flags
-vLLM 0.33 accepts (FACTS.md); `extraArgs` may add others but never repeat a typed one. Each replica
+vLLM 0.33.0 accepts (vllm/engine/arg_utils.py); `extraArgs` may add others but never repeat a typed one. Each replica
 is its own Deployment because the plan pins each replica to its own GPUs; the Service selects
 them all. Weights live in the ModelCache (`HF_HOME`), the Hugging Face token comes from a Secret
 through `secretKeyRef`, `/dev/shm` is a memory-backed emptyDir sized from tensor parallelism, and

@@ -1,6 +1,6 @@
 """Model and engine facts: the one place for numbers the plan reasons about.
 
-Every figure cites ../shared/FACTS.md or ../shared/facts/*.md; nothing here is tuned to make a
+Every figure cites the engine's source (file and version) or the model's config.json; nothing here is tuned to make a
 plan fit. Components and the plan import these names instead of repeating literals.
 """
 
@@ -27,7 +27,7 @@ class OllamaModel:
 
 @dataclass(frozen=True)
 class OllamaEngine:
-    """How Ollama 0.32/0.33 estimates and places a model (facts/ollama.md section 5, server/sched.go)."""
+    """How Ollama 0.32/0.33 estimates and places a model (Ollama 0.32.15 server/sched.go, llm/llama_server.go)."""
 
     port: int = 11434
     # PredictServerVRAM always assumes an f16 KV cache, whatever OLLAMA_KV_CACHE_TYPE says.
@@ -51,21 +51,21 @@ class OllamaEngine:
 
 OLLAMA = OllamaEngine()
 
-# Released Ollama tag pinned by default (FACTS.md: latest stable 0.32.15; never :latest).
+# Released Ollama tag pinned by default (latest stable release 0.32.15; never :latest).
 OLLAMA_DEFAULT_IMAGE = "ollama/ollama:0.32.15"
 
 # CUDA context each GPU process holds that PredictServerVRAM leaves out ("about 0.45 GiB",
-# facts/ollama.md section 5, rough budget). Overridable in config (plan.cudaContextGiB).
+# not in Ollama 0.32.15's PredictServerVRAM; rough budget). Overridable in config (plan.cudaContextGiB).
 DEFAULT_CUDA_CONTEXT_GIB = 0.45
 
 
 # ------------------------------------------------------------------------------------------------
-# vLLM (facts/vllm.md; image vllm/vllm-openai:v0.33.0, ENTRYPOINT `vllm serve`, port 8000)
+# vLLM 0.33.0 (image vllm/vllm-openai:v0.33.0, ENTRYPOINT `vllm serve`, port 8000)
 
 
 @dataclass(frozen=True)
 class ModelArch:
-    """Architecture facts of a model family (facts/ollama.md and facts/vllm.md section 5)."""
+    """Architecture facts of a model family (each model's config.json on Hugging Face)."""
 
     name: str
     parameters_b: float
@@ -116,6 +116,8 @@ class HfModel:
     """Parameters a 4-bit checkpoint keeps in 16 bit (embeddings, lm_head, MoE gates)."""
     max_context: int | None = None
     """Context the model card gives when it is below max_position (fine-tunes)."""
+    safety_classifier: bool = False
+    """A Llama Guard model: answers `safe` / `unsafe\\n<categories>`, served as Llama Stack's shield, not chatted with."""
     note: str = ""
 
     @property
@@ -128,7 +130,7 @@ LLAMA31_70B = ModelArch("Llama 3.1 70B", 70.6, 80, 64, 8, 128, 8192, 131072)
 LLAMA32_3B = ModelArch("Llama 3.2 3B", 3.21, 28, 24, 8, 128, 3072, 131072)
 MIXTRAL_8X7B = ModelArch("Mixtral 8x7B", 46.7, 32, 32, 8, 128, 4096, 32768)
 DEEPSEEK_V2_LITE = ModelArch("DeepSeek-Coder-V2-Lite", 15.7, 27, 16, 16, 128, 2048, 163840, mla_kv_dim=576)
-# Llama 3 8B (the base of Ollama's llama3:8b), facts/ollama.md section 5.
+# Llama 3 8B (the base of Ollama's llama3:8b; meta-llama/Meta-Llama-3-8B-Instruct config.json).
 LLAMA3_8B = ModelArch("Llama 3 8B", 8.03, 32, 32, 8, 128, 4096, 8192, ffn=14336)
 OLLAMA_MODELS: dict[str, OllamaModel] = {
     m.tag: m
@@ -152,7 +154,8 @@ HF_MODELS: dict[str, HfModel] = {
                 note="bf16 original of Ollama's llama3:8b (instruct); the multi-LoRA adapter pool's base"),
         HfModel("meta-llama/Llama-3.1-70B-Instruct", LLAMA31_70B, gated=True),
         HfModel("meta-llama/Llama-3.2-3B-Instruct", LLAMA32_3B, gated=True),
-        HfModel("meta-llama/Llama-Guard-3-8B", LLAMA31_8B, gated=True, note="safety classifier, Llama 3.1 8B architecture"),
+        HfModel("meta-llama/Llama-Guard-3-8B", LLAMA31_8B, gated=True, safety_classifier=True,
+                note="safety classifier, Llama 3.1 8B architecture; categories S1-S14"),
         HfModel("ibm-granite/granite-3.1-8b-instruct", GRANITE31_8B, gated=False),
         HfModel("watt-ai/watt-tool-8B", LLAMA31_8B, gated=False, max_context=32768,
                 note="fine-tune of Llama-3.1-8B-Instruct for tool use; model card: 32768 context, Apache-2.0"),
@@ -168,7 +171,7 @@ HF_MODELS: dict[str, HfModel] = {
 
 @dataclass(frozen=True)
 class VllmEngine:
-    """vLLM 0.33 facts and the plan's estimates (facts/vllm.md sections 1, 4, 5)."""
+    """vLLM 0.33 facts and the plan's estimates (vllm 0.33.0: engine/arg_utils.py, config/cache.py, v1/worker/gpu_worker.py)."""
 
     port: int = 8000
     default_gpu_memory_utilization: float = 0.92
@@ -198,3 +201,53 @@ VLLM_DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
 # CUDA context, cuBLAS/NCCL workspaces and CUDA graphs per GPU process (estimate, calibrate against
 # vLLM's "Available KV cache memory" log line). Overridable in config (plan.vllmRuntimeGiB).
 DEFAULT_VLLM_RUNTIME_GIB = 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Llama Stack 0.7.3 (PyPI llama-stack==0.7.3; image llamastack/distribution-starter:0.7.3)
+
+
+@dataclass(frozen=True)
+class EmbeddingModel:
+    """A sentence-transformers model the `inline::sentence-transformers` provider loads on first use."""
+
+    provider_model_id: str
+    """The name passed to `SentenceTransformer(...)` (bare names resolve to the sentence-transformers org)."""
+    hf_repo: str
+    dimension: int
+    """`metadata.embedding_dimension`: registration fails without it (core/routing_tables/models.py)."""
+    trust_remote_code: bool = False
+    note: str = ""
+
+
+EMBEDDING_MODELS: dict[str, EmbeddingModel] = {
+    m.provider_model_id: m
+    for m in (
+        EmbeddingModel("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", 384,
+                       note="model card: 384-dimensional dense vectors, Apache-2.0, ~90 MB"),
+        EmbeddingModel("nomic-ai/nomic-embed-text-v1.5", "nomic-ai/nomic-embed-text-v1.5", 768, trust_remote_code=True,
+                       note="the provider's own default (providers/inline/inference/sentence_transformers); runs the repo's code"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class LlamaStackEngine:
+    """Llama Stack 0.7.3 server facts (llama_stack/core/datatypes.py, core/stack.py, providers/*)."""
+
+    port: int = 8321
+    """`llama stack run --port` default (`$LLAMA_STACK_PORT` or 8321)."""
+    health_path: str = "/v1/health"
+    config_version: int = 2
+    """LLAMA_STACK_RUN_CONFIG_VERSION in core/datatypes.py."""
+    config_dir: str = "/etc/llama-stack"
+    config_key: str = "config.yaml"
+    # The Llama Guard 3 hazard categories the inline::llama-guard provider accepts in excluded_categories
+    # (providers/inline/safety/llama_guard/llama_guard.py, SAFETY_CATEGORIES_TO_CODE_MAP).
+    guard_categories: tuple[str, ...] = tuple(f"S{i}" for i in range(1, 15))
+    # Env names the run config reads for its state paths; the Deployment sets them under the state volume.
+    state_env: tuple[str, ...] = ("SQLITE_STORE_DIR", "MILVUS_DB_PATH", "FILES_STORAGE_DIR")
+
+
+LLAMA_STACK = LlamaStackEngine()
+LLAMA_STACK_DEFAULT_IMAGE = "llamastack/distribution-starter:0.7.3"

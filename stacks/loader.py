@@ -11,15 +11,17 @@ from pulumi.runtime import config as runtime_config
 
 from stacks.config import PROJECT, StackConfig, parse_config
 from stacks.errors import ConfigError
+from stacks.graph import ServiceGraph, build_graph
 from stacks.plan import Plan, build_plan
 
 
 @dataclass(frozen=True)
 class Stack:
-    """A validated stack: its config and the plan every component renders from."""
+    """A validated stack: its config, the plan and the service graph every component renders from."""
 
     config: StackConfig
     plan: Plan
+    graph: ServiceGraph
 
 
 class InvalidStack(pulumi.RunError):
@@ -56,7 +58,8 @@ def secret_keys() -> frozenset[str]:
 
 def stack_from(raw: dict[str, Any], secrets: frozenset[str] = frozenset()) -> Stack:
     cfg = parse_config(raw, secrets)
-    return Stack(cfg, build_plan(cfg))
+    plan = build_plan(cfg)
+    return Stack(cfg, plan, build_graph(cfg, plan))
 
 
 def load_stack() -> Stack:

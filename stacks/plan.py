@@ -23,6 +23,9 @@ from stacks.catalog import GIB, HF_MODELS, OLLAMA, OLLAMA_MODELS, VLLM, HfModel
 from stacks.config import Adapter, Node, OllamaServer, StackConfig, VllmModel, key, node_of, servers
 from stacks.errors import ConfigError
 
+LLAMA_STACK_NAME = "llamastack-server"
+"""Deployment and Service of Llama Stack: seed 004's agents default to http://llamastack-server.<namespace>:8321."""
+
 
 @dataclass(frozen=True)
 class GpuRef:
@@ -388,6 +391,12 @@ def build_plan(cfg: StackConfig) -> Plan:
         _place_vllm(cfg, plan, gpus, nodes, models)
     if multi_lora:
         plan.problems += _pool_concurrency_problems(plan, designs)
+    if cfg.llama_stack is not None:
+        # CPU-only: it counts against its node's CPU and RAM, not against any GPU.
+        node = nodes[cfg.llama_stack.node or cfg.nodes[0].name]
+        node.cpu_requests += cfg.llama_stack.cpu
+        node.memory_requests_gib += cfg.llama_stack.memory_gib
+        node.pods.append(LLAMA_STACK_NAME)
     problems = plan.problems + plan_problems(plan)
     if problems:
         raise ConfigError(problems)
@@ -657,12 +666,12 @@ def plan_problems(plan: Plan) -> list[str]:
         if n.cpu_requests > n.cpu_allocatable + 1e-9:
             problems.append(
                 f"{key('nodes', i)} (node {n.node.name}): pods request {n.cpu_requests:g} CPU but the node has "
-                f"{n.cpu_allocatable:g} after its reserve of {n.node.reserve.cpu:g}; lower ollama.*.cpu or replicas"
+                f"{n.cpu_allocatable:g} after its reserve of {n.node.reserve.cpu:g}; lower cpu or replicas of its pods ({', '.join(n.pods)})"
             )
         if n.memory_requests_gib > n.memory_allocatable_gib + 1e-9:
             problems.append(
                 f"{key('nodes', i)} (node {n.node.name}): pods request {n.memory_requests_gib:g} GiB RAM but the node has "
-                f"{n.memory_allocatable_gib:g} GiB after its reserve of {n.node.reserve.memory_gib:g} GiB; lower ollama.*.memoryGiB or replicas"
+                f"{n.memory_allocatable_gib:g} GiB after its reserve of {n.node.reserve.memory_gib:g} GiB; lower memoryGiB or replicas of its pods ({', '.join(n.pods)})"
             )
     return problems
 

@@ -1,7 +1,7 @@
 """The adapter pool's two designs for the same adapters and concurrency: Ollama (a server and a copy
 of the weights per role) and vLLM multi-LoRA (one server per GPU, one bf16 or fp8 copy, LoRA slots).
 
-Hand figures (facts/ollama.md section 5 for Llama 3 8B; vLLM estimates as in test_plan_vllm):
+Hand figures (Ollama 0.32.15's estimate for Llama 3 8B; vLLM estimates as in test_plan_vllm):
   weights  8.03e9 x 2 B bf16 (x 1 B fp8)
   LoRA     rank 16 on q,k,v,o,gate,up,down: 32 layers x 16 x (2x8192 + 2x5120 + 3x18432) x 2 B = 80 MiB per adapter
   KV       131,072 B per token x (replicas x parallel x contextLength summed over the GPU's roles)

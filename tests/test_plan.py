@@ -1,6 +1,6 @@
-"""The plan's numbers against figures computed by hand from FACTS.md.
+"""The plan's numbers against figures computed by hand from the engines' formulas.
 
-Hand figures (facts/ollama.md section 5):
+Hand figures (Ollama 0.32.15 llm/llama_server.go and server/sched.go):
   llama3:8b weights file          4,661,211,424 B
   KV cache, f16                   2 x 32 layers x 8 kv-heads x 128 x 2 B = 131,072 B per token
   batch surcharge                 768 MiB when context x parallel > 4096; 2 GiB when > 32768
@@ -123,7 +123,8 @@ def test_cpu_and_ram_over_node_allocatable():
 
     problems = problems_of(variant(edit))
     assert "llm-infra:nodes[0] (node workstation): pods request 15 CPU but the node has 14 after its reserve of 2; " \
-           "lower ollama.*.cpu or replicas" in problems
+           "lower cpu or replicas of its pods (ollama-base, ollama-adapter-chatbot, ollama-adapter-code, " \
+           "ollama-adapter-summarization)" in problems
     assert not any("RAM" in p for p in problems)  # 8 + 30 + 10 + 8 = 56 GiB: exactly the allocatable RAM
 
 

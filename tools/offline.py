@@ -1,7 +1,7 @@
 """Run the real program offline: Pulumi's mocks, a stack file as config, objects recorded.
 
 Used by the renderer (`make render`) and by the tests. Nothing here reaches a cluster or needs the
-Pulumi CLI. See ../shared/facts/k8s-pulumi.md Part C for how mocks behave.
+Pulumi CLI. Mocks see no resource options (read off the registration by RecordingMonitor) and return numbers as floats.
 """
 
 from __future__ import annotations

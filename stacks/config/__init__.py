@@ -14,11 +14,12 @@ from pydantic import BaseModel, Field, ValidationError
 from stacks.config.base import DNS_LABEL, DNS_SUBDOMAIN, PROJECT, _Model, camel, key
 from stacks.config.cluster import Gpu, GpuSharing, ModelCache, Node, Plan, Reserve, _cache_problems, _node_problems
 from stacks.config.ollama import Adapter, AdapterPoolVllm, Ollama, OllamaServer, _ollama_problems, node_of, servers
+from stacks.config.llama_stack import Agent, LlamaStack, LlamaStackSafety, llama_stack_problems
 from stacks.config.vllm import TYPED_FLAGS, Vllm, VllmModel, _vllm_problems, flag_name
 from stacks.errors import ConfigError
 
 __all__ = [
-    "DNS_LABEL", "DNS_SUBDOMAIN", "PROJECT", "TYPED_FLAGS", "Adapter", "AdapterPoolVllm", "Gpu", "GpuSharing",
+    "DNS_LABEL", "DNS_SUBDOMAIN", "PROJECT", "TYPED_FLAGS", "Adapter", "Agent", "LlamaStack", "LlamaStackSafety", "AdapterPoolVllm", "Gpu", "GpuSharing",
     "ModelCache", "Node", "Ollama", "OllamaServer", "Plan", "Reserve", "StackConfig", "Vllm", "VllmModel",
     "camel", "cross_field_problems", "flag_name", "key", "node_of", "parse_config", "servers",
 ]
@@ -37,6 +38,10 @@ class StackConfig(_Model):
     """The Ollama adapter pool."""
     vllm: Vllm | None = None
     """vLLM servers."""
+    llama_stack: LlamaStack | None = None
+    """Llama Stack in front of vLLM models, with Llama Guard as its shield (seed 004)."""
+    agents: dict[str, Agent] = {}
+    """Agents by name: each gets a ConfigMap `agent-<name>` with the endpoint and model id of its path."""
     hf_token: str | None = None
     """Hugging Face token for gated models: set it with `pulumi config set --secret hfToken hf_...` (a Kubernetes Secret, never plain text)."""
     plan: Plan = Plan()
@@ -107,5 +112,6 @@ def cross_field_problems(cfg: StackConfig, secret_keys: frozenset[str] = frozens
         problems += _vllm_problems(cfg, cfg.vllm, secret_keys)
     if cfg.ollama is None and (cfg.vllm is None or not cfg.vllm.models):
         problems.append(f"{key('ollama')}: the stack serves nothing; configure ollama or vllm.models")
+    problems += llama_stack_problems(cfg)
     problems += _cache_problems(cfg)
     return problems

@@ -1,0 +1,227 @@
+"""LlamaStack: Llama Stack 0.7.3 in front of the vLLM models (seed 004's orchestration layer).
+
+Its `config.yaml` is generated from the service graph by one pure function (`run_config`), in the
+0.7.3 schema (`llama_stack.core.datatypes.StackConfig`, `version: 2`): one `remote::vllm` inference
+provider per fronted model (`base_url` = the model's Service URL ending in `/v1`, `max_tokens` at most
+half its `maxModelLen`), the model registered under its served name (clients send
+`<provider_id>/<provider_model_id>`), `inline::sentence-transformers` embeddings, `inline::milvus`
+vectors, `inline::localfs` files, `inline::builtin` responses and `inline::file-search`; with a
+shield, Llama Guard's own `remote::vllm` provider plus `inline::llama-guard` and the registered
+shield. The APIs are those 0.7.3 has: `responses`, not the seed's `agents`.
+
+One replica with `Recreate`: inline Milvus (milvus-lite) and SQLite are single-writer. Its state
+and the embedding model's weights live on the model cache volume, so they survive `pulumi destroy`.
+A hash of the config on the pod template rolls the pod when the config changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from components.labels import labels, meta, selector
+from components.model_cache import MOUNT_PATH, ModelCache
+from components.vllm import HF_HOME
+from stacks.catalog import LLAMA_STACK
+from stacks.graph import LlamaStackNode
+
+STATE_DIR = f"{MOUNT_PATH}/llama-stack"
+"""Llama Stack's SQLite stores, Milvus database and uploaded files, on the model cache volume."""
+EMBEDDINGS_PROVIDER = "sentence-transformers"
+VECTOR_PROVIDER = "milvus"
+SAFETY_PROVIDER = "llama-guard"
+STARTUP_SECONDS = 300
+PROBE_PERIOD_SECONDS = 5
+
+
+def state_env() -> dict[str, str]:
+    """The environment the config's `${env.X}` references read: every state path on the volume."""
+    return {
+        "FILES_STORAGE_DIR": f"{STATE_DIR}/files",
+        "HF_HOME": HF_HOME,
+        "LLAMA_STACK_CONFIG_DIR": STATE_DIR,
+        "MILVUS_DB_PATH": STATE_DIR,
+        "SQLITE_STORE_DIR": STATE_DIR,
+    }
+
+
+def _vllm_provider(provider_id: str, base_url: str, max_tokens: int) -> dict[str, Any]:
+    return {"provider_id": provider_id, "provider_type": "remote::vllm", "config": {"base_url": base_url, "max_tokens": max_tokens}}
+
+
+def run_config(stack: LlamaStackNode) -> dict[str, Any]:
+    """The server's config.yaml for this graph (llama-stack 0.7.3)."""
+    emb = stack.embedding
+    served = list(stack.models) + ([stack.shield.model] if stack.shield else [])
+    providers: dict[str, list[dict[str, Any]]] = {
+        "inference": [_vllm_provider(m.provider_id, m.base_url, m.max_tokens) for m in served]
+        + [{"provider_id": EMBEDDINGS_PROVIDER, "provider_type": "inline::sentence-transformers",
+            "config": {"trust_remote_code": emb.trust_remote_code}}],
+        "vector_io": [{"provider_id": VECTOR_PROVIDER, "provider_type": "inline::milvus", "config": {
+            "db_path": "${env.MILVUS_DB_PATH}/milvus.db",
+            "persistence": {"namespace": "vector_io::milvus", "backend": "kv_default"},
+        }}],
+        "files": [{"provider_id": "localfs", "provider_type": "inline::localfs", "config": {
+            "storage_dir": "${env.FILES_STORAGE_DIR}",
+            "metadata_store": {"table_name": "files_metadata", "backend": "sql_default"},
+        }}],
+        "responses": [{"provider_id": "builtin", "provider_type": "inline::builtin", "config": {"persistence": {
+            "agent_state": {"namespace": "agents", "backend": "kv_default"},
+            "responses": {"table_name": "responses", "backend": "sql_default"},
+        }}}],
+        "tool_runtime": [{"provider_id": "file-search", "provider_type": "inline::file-search", "config": {}}],
+    }
+    models: list[dict[str, Any]] = [
+        {"model_id": m.key, "provider_id": m.provider_id, "provider_model_id": m.provider_model_id, "model_type": "llm"}
+        for m in served
+    ]
+    models.append({"model_id": emb.provider_model_id, "provider_id": EMBEDDINGS_PROVIDER, "provider_model_id": emb.provider_model_id,
+                   "model_type": "embedding", "metadata": {"embedding_dimension": emb.dimension}})
+    shields: list[dict[str, Any]] = []
+    config: dict[str, Any] = {}
+    if stack.shield is not None:
+        providers["safety"] = [{"provider_id": SAFETY_PROVIDER, "provider_type": "inline::llama-guard",
+                                "config": {"excluded_categories": list(stack.shield.excluded_categories)}}]
+        # inline::llama-guard sends provider_shield_id as the `model` of a chat completion: the full registered id.
+        shields.append({"shield_id": stack.shield.shield_id, "provider_id": SAFETY_PROVIDER,
+                        "provider_shield_id": stack.shield.model.identifier})
+        config["safety"] = {"default_shield_id": stack.shield.shield_id}
+    return {
+        "version": LLAMA_STACK.config_version,
+        "distro_name": "llm-infra",
+        "apis": sorted(providers),
+        "providers": dict(sorted(providers.items())),
+        "storage": {
+            "backends": {
+                "kv_default": {"type": "kv_sqlite", "db_path": "${env.SQLITE_STORE_DIR}/kvstore.db"},
+                "sql_default": {"type": "sql_sqlite", "db_path": "${env.SQLITE_STORE_DIR}/sql_store.db"},
+            },
+            "stores": {
+                "metadata": {"namespace": "registry", "backend": "kv_default"},
+                "inference": {"table_name": "inference_store", "backend": "sql_default"},
+                "conversations": {"table_name": "openai_conversations", "backend": "sql_default"},
+                "prompts": {"namespace": "prompts", "backend": "kv_default"},
+                "connectors": {"namespace": "connectors", "backend": "kv_default"},
+            },
+        },
+        "registered_resources": {"models": models, "shields": shields, "vector_stores": []},
+        "server": {"port": LLAMA_STACK.port},
+        "vector_stores": {
+            "default_provider_id": VECTOR_PROVIDER,
+            "default_embedding_model": {"provider_id": EMBEDDINGS_PROVIDER, "model_id": emb.provider_model_id},
+        },
+        **config,
+    }
+
+
+def config_yaml(stack: LlamaStackNode) -> str:
+    return "# Generated by llm-infra from the service graph; llama-stack 0.7.3 schema.\n" + yaml.safe_dump(
+        run_config(stack), sort_keys=False, width=120)
+
+
+@dataclass(frozen=True)
+class LlamaStackArgs:
+    namespace: str
+    image: str
+    stack: LlamaStackNode
+    """The graph's Llama Stack: the models it fronts, its shield and embedding model."""
+    cache: ModelCache
+    cpu: float
+    memory_gib: float
+
+
+class LlamaStack(pulumi.ComponentResource):
+    url: str
+    """Base URL inside the cluster (`/v1/...` below it)."""
+    model_ids: list[str]
+    """Registered model ids (`<provider_id>/<provider_model_id>`) clients send."""
+    config_map: k8s.core.v1.ConfigMap
+    deployment: k8s.apps.v1.Deployment
+    service: k8s.core.v1.Service
+
+    def __init__(self, name: str, args: LlamaStackArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llm-infra:serving:LlamaStack", name, None, opts)
+        stack = args.stack
+        svc = stack.endpoint.name
+        lab = labels("llama-stack", svc, "orchestrator")
+        child = pulumi.ResourceOptions(parent=self)
+        text = config_yaml(stack)
+        self.config_map = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata=meta(f"{svc}-config", args.namespace, lab),
+            data={LLAMA_STACK.config_key: text},
+            opts=child,
+        )
+        health = k8s.core.v1.HTTPGetActionArgs(path=LLAMA_STACK.health_path, port="http")
+        memory = f"{round(args.memory_gib * 1024)}Mi"
+        container = k8s.core.v1.ContainerArgs(
+            name="llama-stack",
+            image=args.image,
+            # The config is positional (there is no --config); calling the CLI directly avoids the image
+            # entrypoint's silent fallback to the starter distro when RUN_CONFIG_PATH is missing.
+            command=["llama", "stack", "run", f"{LLAMA_STACK.config_dir}/{LLAMA_STACK.config_key}", "--port", str(LLAMA_STACK.port)],
+            ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=LLAMA_STACK.port, protocol="TCP")],
+            env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted(state_env().items())],
+            resources=k8s.core.v1.ResourceRequirementsArgs(
+                requests={"cpu": f"{args.cpu:g}", "memory": memory}, limits={"memory": memory}),
+            startup_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=PROBE_PERIOD_SECONDS,
+                                                failure_threshold=math.ceil(STARTUP_SECONDS / PROBE_PERIOD_SECONDS)),
+            readiness_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=10, failure_threshold=3),
+            liveness_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=20, timeout_seconds=5, failure_threshold=3),
+            security_context=k8s.core.v1.SecurityContextArgs(
+                allow_privilege_escalation=False, capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"])),
+            volume_mounts=[
+                k8s.core.v1.VolumeMountArgs(name="config", mount_path=LLAMA_STACK.config_dir, read_only=True),
+                k8s.core.v1.VolumeMountArgs(name="models", mount_path=MOUNT_PATH),
+            ],
+        )
+        pod = k8s.core.v1.PodSpecArgs(
+            node_selector={"kubernetes.io/hostname": stack.node},
+            automount_service_account_token=False,
+            enable_service_links=False,
+            security_context=k8s.core.v1.PodSecurityContextArgs(seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")),
+            containers=[container],
+            volumes=[
+                k8s.core.v1.VolumeArgs(name="config", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=f"{svc}-config")),
+                k8s.core.v1.VolumeArgs(name="models", persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(
+                    claim_name=args.cache.claim_for(stack.node, svc))),
+            ],
+        )
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=meta(svc, args.namespace, lab),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=1,
+                revision_history_limit=3,
+                # Inline Milvus and SQLite allow one writer: the old pod stops before the new one starts.
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(type="Recreate"),
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(lab)),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        labels=lab, annotations={"llm-infra/config-hash": hashlib.sha256(text.encode()).hexdigest()[:16]}),
+                    spec=pod,
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.config_map]),
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=meta(svc, args.namespace, lab),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="ClusterIP", selector=selector(lab),
+                ports=[k8s.core.v1.ServicePortArgs(name="http", port=LLAMA_STACK.port, target_port="http", protocol="TCP")],
+            ),
+            opts=child,
+        )
+        self.url = stack.endpoint.base_url
+        self.model_ids = list(stack.endpoint.models)
+        self.register_outputs({
+            "url": self.url, "modelIds": self.model_ids,
+            "shieldId": stack.shield.shield_id if stack.shield else None,
+        })
