@@ -29,11 +29,10 @@ from components.labels import labels, meta, selector
 from components.model_cache import MOUNT_PATH, ModelCache
 from components.vllm import HF_HOME
 from stacks.catalog import LLAMA_STACK
-from stacks.graph import LlamaStackNode
+from stacks.graph import EMBEDDINGS_PROVIDER, LlamaStackNode
 
 STATE_DIR = f"{MOUNT_PATH}/llama-stack"
 """Llama Stack's SQLite stores, Milvus database and uploaded files, on the model cache volume."""
-EMBEDDINGS_PROVIDER = "sentence-transformers"
 VECTOR_PROVIDER = "milvus"
 SAFETY_PROVIDER = "llama-guard"
 STARTUP_SECONDS = 300

@@ -13,9 +13,11 @@ from typing import Literal
 from stacks.catalog import EMBEDDING_MODELS, LLAMA_STACK, OLLAMA, VLLM, EmbeddingModel
 from stacks.config import StackConfig
 from stacks.plan import LLAMA_STACK_NAME as LLAMA_STACK_SERVICE
-from stacks.plan import Plan
+from stacks.plan import Plan, text_table
 
 STACK_PATH = "llamaStack"
+EMBEDDINGS_PROVIDER = "sentence-transformers"
+"""Provider id of Llama Stack's inline embeddings (registered ids are `sentence-transformers/<model>`)."""
 
 
 @dataclass(frozen=True)
@@ -204,3 +206,25 @@ def _stack_model(cfg: StackConfig, endpoints: dict[str, Endpoint], key: str, max
     spec = cfg.vllm.models[key]  # type: ignore[union-attr]  (references checked at the edge)
     ep = endpoints[vllm_service(key)]
     return StackModel(key, ep.name, ep.models[0], ep.openai_url, min(max_tokens, spec.max_model_len // 2))
+
+
+def format_routes(graph: ServiceGraph) -> str:
+    """The Llama Stack registrations and the agents' routes as tables (printed by `make render`)."""
+    out: list[str] = []
+    stack = graph.llama_stack
+    if stack is not None:
+        rows = [("Llama Stack model id", "provider", "base_url", "max_tokens")]
+        for m in stack.models + ((stack.shield.model,) if stack.shield else ()):
+            rows.append((m.identifier, "remote::vllm", m.base_url, str(m.max_tokens)))
+        rows.append((f"{EMBEDDINGS_PROVIDER}/{stack.embedding.provider_model_id}", "inline::sentence-transformers",
+                     f"embedding, {stack.embedding.dimension} dims", ""))
+        out += [f"Llama Stack ({stack.endpoint.base_url}, node {stack.node})", text_table(rows, left=4)]
+        if stack.shield:
+            out.append(f"shield {stack.shield.shield_id!r}: inline::llama-guard -> {stack.shield.model.identifier}")
+    if graph.agents:
+        rows = [("agent", "path", "model id", "endpoint", "fallback", "shield", "RAG")]
+        for a in graph.agents:
+            rows.append((a.name, a.path, a.model_id, a.endpoint, a.fallback_model_id or "-", a.shield_id or "-", "yes" if a.rag else "no"))
+        out += ["", "Agents (ConfigMap agent-<name>; stack output `agents`)", text_table(rows, left=7)]
+    return "\n".join(out)
+

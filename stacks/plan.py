@@ -688,12 +688,12 @@ def format_table(plan: Plan) -> str:
                 *(("-", "-") if isinstance(p, VllmShare) else (f"{(g.free_at_load_bytes(p)) / GIB:.2f}", "yes" if g.loads_whole(p) else "NO")),
             ))
         rows.append((label, "= allocated / capacity", "", "", "", f"{(g.allocated_bytes) / GIB:.2f}", f"of {(g.gpu.capacity_bytes) / GIB:.2f}", ""))
-    out = [f"GPU plan (GiB; gpuSharing.mode={plan.mode})", _table(rows), ""]
+    out = [f"GPU plan (GiB; gpuSharing.mode={plan.mode})", text_table(rows), ""]
     rows = [("node", "CPU requested", "CPU allocatable", "RAM requested GiB", "RAM allocatable GiB", "pods")]
     for n in plan.nodes:
         rows.append((n.node.name, f"{n.cpu_requests:g}", f"{n.cpu_allocatable:g}", f"{n.memory_requests_gib:g}",
                      f"{n.memory_allocatable_gib:g}", str(len(n.pods))))
-    out += ["Node plan", _table(rows)]
+    out += ["Node plan", text_table(rows)]
     if plan.vllm:
         rows = [("vLLM pod", "GPUs", "TP", "util", "weights/GPU", "KV/GPU", "KV/token/GPU", "maxModelLen", "seqs at full len")]
         for w in plan.vllm:
@@ -702,7 +702,7 @@ def format_table(plan: Plan) -> str:
                 f"{w.spec.gpu_memory_utilization:g}", f"{(w.shares[0].weights_bytes) / GIB:.2f}", f"{(w.kv_budget_bytes_per_rank) / GIB:.2f}",
                 f"{w.kv_bytes_per_token_per_rank / 1024:g} KiB", str(w.spec.max_model_len), str(w.max_full_context_seqs),
             ))
-        out += ["", "vLLM (GiB per GPU; seqs at full len = maxModelLen-token sequences the KV cache holds at once)", _table(rows)]
+        out += ["", "vLLM (GiB per GPU; seqs at full len = maxModelLen-token sequences the KV cache holds at once)", text_table(rows)]
     if plan.designs:
         rows = [("GPU", "roles", "slots", "KV tokens", "Ollama pods", "vLLM multi-LoRA", "(weights", "LoRA", "KV", "overhead)", "capacity")]
         for d in plan.designs:
@@ -711,12 +711,13 @@ def format_table(plan: Plan) -> str:
                 f"{(d.vllm_weights_bytes) / GIB:.2f}", f"{(d.vllm_lora_bytes) / GIB:.2f}", f"{(d.vllm_kv_bytes) / GIB:.2f}",
                 f"{(d.vllm_overhead_bytes) / GIB:.2f}", f"{(d.capacity_bytes) / GIB:.2f}",
             ))
-        out += ["", f"Adapter pool designs (GiB; same adapters and concurrency; deployed: ollama.engine={plan.engine})", _table(rows)]
+        out += ["", f"Adapter pool designs (GiB; same adapters and concurrency; deployed: ollama.engine={plan.engine})", text_table(rows)]
     return "\n".join(out)
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def text_table(rows: list[tuple[str, ...]], left: int = 2) -> str:
+    """Rows as aligned columns, the header underlined; the first `left` columns left-aligned, the rest right."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+    lines = ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

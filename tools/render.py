@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from stacks.loader import InvalidStack
+from stacks.graph import format_routes
 from stacks.plan import format_table
 from tools.offline import ROOT, StackFileError, run_stack
 
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     manifests.write_text(yaml.safe_dump_all(objects, sort_keys=False, width=120))
     (out / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
     print(format_table(plan))
+    routes = format_routes(run.program["stack"].graph)
+    if routes:
+        print("\n" + routes)
     kinds: dict[str, int] = {}
     for o in objects:
         kinds[o["kind"]] = kinds.get(o["kind"], 0) + 1
