@@ -84,43 +84,48 @@ class Topology(pulumi.ComponentResource):
                 opts=serving,
             )
             self.endpoints.update({f"ollama-{role}": url for role, url in pool.endpoints.items()})
-        if plan.vllm:
-            vllm = cfg.vllm or Vllm()
-            secret_name = None
-            if cfg.hf_token is not None:
-                secret_name = HF_SECRET
-                k8s.core.v1.Secret(
-                    f"{name}-hf-token",
-                    metadata=meta(HF_SECRET, cfg.namespace, labels("huggingface-token", HF_SECRET, "credentials")),
-                    type="Opaque",
-                    string_data={HF_TOKEN_KEY: pulumi.Output.secret(cfg.hf_token)},
-                    opts=in_ns,
-                )
-            by_model: dict[str, list] = {}
-            for w in plan.vllm:
-                by_model.setdefault(w.key, []).append(w)
-            shield = graph.llama_stack.shield if graph.llama_stack else None
-            models: list[pulumi.Resource] = []
-            for model, replicas in sorted(by_model.items()):
-                server = VllmModelArgs(cfg.namespace, vllm.image, replicas, cfg.gpu_sharing, cache, vllm, secret_name)
-                if shield is not None and shield.model.key == model:
-                    guard = SafetyModel(f"safety-{model}", SafetyModelArgs(server, shield), opts=serving)
-                    url, res = guard.url, guard
-                else:
-                    vm = VllmModel(f"vllm-{model}", server, opts=serving)
-                    url, res = vm.url, vm
-                self.endpoints[f"vllm-{model}"] = url
-                models.append(res)
-            if graph.llama_stack is not None:
-                ls = cfg.llama_stack
-                assert ls is not None
-                stack_server = LlamaStack(
-                    "llama-stack",
-                    LlamaStackArgs(cfg.namespace, ls.image, graph.llama_stack, cache, ls.cpu, ls.memory_gib),
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends, *models]),
-                )
-                self.endpoints[graph.llama_stack.endpoint.name] = stack_server.url
+        models = self._vllm_layer(name, stack, cache, serving, in_ns) if plan.vllm else []
+        if graph.llama_stack is not None and cfg.llama_stack is not None:
+            ls = cfg.llama_stack
+            server = LlamaStack(
+                "llama-stack",
+                LlamaStackArgs(cfg.namespace, ls.image, graph.llama_stack, cache, ls.cpu, ls.memory_gib),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends, *models]),
+            )
+            self.endpoints[graph.llama_stack.endpoint.name] = server.url
         self.agents = {}
         if graph.agents:
             self.agents = AgentRoutes("agents", AgentRoutesArgs(cfg.namespace, graph.agents), opts=in_ns).routes
         self.register_outputs({"namespace": self.namespace, "endpoints": self.endpoints, "agents": self.agents})
+
+    def _vllm_layer(self, name: str, stack: Stack, cache: ModelCache, serving: pulumi.ResourceOptions,
+                    in_ns: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+        """A VllmModel per model (a SafetyModel for the shield's guard), and the Hugging Face token Secret."""
+        cfg, plan, graph = stack.config, stack.plan, stack.graph
+        vllm = cfg.vllm or Vllm()
+        secret_name = None
+        if cfg.hf_token is not None:
+            secret_name = HF_SECRET
+            k8s.core.v1.Secret(
+                f"{name}-hf-token",
+                metadata=meta(HF_SECRET, cfg.namespace, labels("huggingface-token", HF_SECRET, "credentials")),
+                type="Opaque",
+                string_data={HF_TOKEN_KEY: pulumi.Output.secret(cfg.hf_token)},
+                opts=in_ns,
+            )
+        by_model: dict[str, list] = {}
+        for w in plan.vllm:
+            by_model.setdefault(w.key, []).append(w)
+        shield = graph.llama_stack.shield if graph.llama_stack else None
+        models: list[pulumi.Resource] = []
+        for model, replicas in sorted(by_model.items()):
+            server = VllmModelArgs(cfg.namespace, vllm.image, replicas, cfg.gpu_sharing, cache, vllm, secret_name)
+            if shield is not None and shield.model.key == model:
+                guard = SafetyModel(f"safety-{model}", SafetyModelArgs(server, shield), opts=serving)
+                self.endpoints[f"vllm-{model}"] = guard.url
+                models.append(guard)
+            else:
+                vm = VllmModel(f"vllm-{model}", server, opts=serving)
+                self.endpoints[f"vllm-{model}"] = vm.url
+                models.append(vm)
+        return models
