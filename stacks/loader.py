@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,26 @@ def _decode(value: Any) -> Any:
     return value
 
 
+KNOWN_NAMESPACES = (PROJECT, "kubernetes", "pulumi")
+"""Config namespaces a stack file may use: this project's and its provider's (plus Pulumi's own)."""
+
+
+def namespace_problems(keys: list[str]) -> list[str]:
+    """A key under any other namespace (`llm-infr:`, `llm_infra:`) is ignored by everything: say so."""
+    problems = []
+    for k in sorted(keys):
+        ns, _, rest = k.partition(":")
+        if ns not in KNOWN_NAMESPACES:
+            close = difflib.get_close_matches(ns, KNOWN_NAMESPACES, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}:{rest}'? " if close else ""
+            problems.append(f"{k}: config namespace {ns!r} is not read by anything; {hint}this project's keys are {PROJECT}:<key>")
+    return problems
+
+
+def all_config_keys() -> list[str]:
+    return list({**runtime_config.get_config_env(), **runtime_config.CONFIG.get()})
+
+
 def raw_config() -> dict[str, Any]:
     """Every `llm-infra:<key>` the engine passed to this program, as top-level key -> value."""
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
@@ -64,7 +85,11 @@ def stack_from(raw: dict[str, Any], secrets: frozenset[str] = frozenset()) -> St
 
 def load_stack() -> Stack:
     """Parse and plan the running stack's config; an invalid one ends the program with its problems."""
+    problems = namespace_problems(all_config_keys())
     try:
-        return stack_from(raw_config(), secret_keys())
+        stack = stack_from(raw_config(), secret_keys())
     except ConfigError as exc:
-        raise InvalidStack(exc.problems) from None
+        problems += exc.problems
+    if problems:
+        raise InvalidStack(problems)
+    return stack

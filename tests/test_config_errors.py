@@ -107,3 +107,57 @@ def test_dev_stack_is_valid():
     from stacks.loader import stack_from
 
     assert [w.role for w in stack_from(stack_raw("dev")).plan.workloads] == ["base", "chatbot", "code", "summarization"]
+
+
+def render_text(tmp_path, text: str) -> tuple[int, str, bool]:
+    """Render a stack file given as text, in-process: (exit code, stderr, whether anything was written)."""
+    import contextlib
+    import io
+
+    from tools import render
+
+    cfg = tmp_path / "Pulumi.text.yaml"
+    cfg.write_text(text)
+    out = tmp_path / "out"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = render.main(["--stack", "text", "--config", str(cfg), "--out", str(out)])
+    return code, err.getvalue(), out.exists()
+
+
+DEV_TEXT = (ROOT / "Pulumi.dev.yaml").read_text()
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    lines = DEV_TEXT.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("parallel:"))
+    indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+    text = "\n".join(lines[: at + 1] + [f"{indent}parallel: 1"] + lines[at + 1:]) + "\n"
+    code, err, written = render_text(tmp_path, text)
+    assert code == 2 and not written and "Traceback" not in err
+    assert f"line {at + 2}: key 'parallel' is given twice (first at line {at + 1}); the second would silently replace the first" in err
+
+
+def test_a_top_level_key_given_twice_is_refused(tmp_path):
+    code, err, written = render_text(tmp_path, DEV_TEXT + "  llm-infra:namespace: other\n")
+    assert code == 2 and not written
+    assert "key 'llm-infra:namespace' is given twice" in err
+
+
+@pytest.mark.parametrize("namespace", ["llm-infr", "llm_infra", "llminfra"])
+def test_config_under_a_misspelt_project_namespace_is_reported(tmp_path, namespace):
+    code, err, written = render_text(tmp_path, DEV_TEXT + f"  {namespace}:gpuSharing:\n    mode: dra\n")
+    assert code == 2 and not written
+    assert (f"{namespace}:gpuSharing: config namespace {namespace!r} is not read by anything; "
+            f"did you mean 'llm-infra:gpuSharing'?") in err
+
+
+def test_provider_namespaces_are_accepted(tmp_path):
+    code, err, written = render_text(tmp_path, DEV_TEXT + "  kubernetes:context: workstation\n")
+    assert (code, err) == (0, "") and written
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    code, err, written = render_text(tmp_path, "config:\n  llm-infra:namespace: [unclosed\n")
+    assert code == 2 and not written
+    assert "Pulumi.text.yaml line 3 is not valid YAML" in err

@@ -30,6 +30,32 @@ class StackFileError(Exception):
     pass
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; a stack file with one would silently lose a setting."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            k = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if k in seen:
+                raise StackFileError(
+                    f"{key_node.start_mark.name} line {line}: key {k!r} is given twice (first at line {seen[k]}); "
+                    "the second would silently replace the first: merge them or delete one")
+            seen[k] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: Path) -> object:
+    """A YAML file that refuses duplicate keys; a syntax error names the file and line."""
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise StackFileError(f"{path}{where} is not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+
+
 @dataclass
 class Recorded:
     typ: str
@@ -150,10 +176,7 @@ def stack_config(stack: str = "dev", config_file: Path | None = None) -> tuple[d
     path = config_file or ROOT / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         raise StackFileError(f"no stack config file {path}; create it or pass CONFIG=<file>")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise StackFileError(f"{path} is not valid YAML: {exc}") from None
+    data = load_yaml(path) or {}
     if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
         raise StackFileError(f"{path}: expected a mapping with a 'config:' mapping")
     secret_keys: list[str] = []
