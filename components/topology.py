@@ -68,9 +68,10 @@ class Topology(pulumi.ComponentResource):
                 GpuClaims("gpu-claims", GpuClaimsArgs(cfg.namespace, cfg.gpu_sharing, [g.gpu for g in plan.used_gpus()]), opts=in_ns)
             )
         serving = pulumi.ResourceOptions(parent=self, depends_on=depends)
-        self.endpoints = {}
+        # Every Service's URL, as the graph names them (the components serve exactly these).
+        self.endpoints = {name: ep.url for name, ep in sorted(graph.endpoints.items())}
         if cfg.ollama is not None:
-            pool = OllamaAdapterPool(
+            OllamaAdapterPool(
                 "ollama",
                 OllamaAdapterPoolArgs(
                     namespace=cfg.namespace,
@@ -83,16 +84,14 @@ class Topology(pulumi.ComponentResource):
                 ),
                 opts=serving,
             )
-            self.endpoints.update({f"ollama-{role}": url for role, url in pool.endpoints.items()})
         models = self._vllm_layer(name, stack, cache, serving, in_ns) if plan.vllm else []
         if graph.llama_stack is not None and cfg.llama_stack is not None:
             ls = cfg.llama_stack
-            server = LlamaStack(
+            LlamaStack(
                 "llama-stack",
                 LlamaStackArgs(cfg.namespace, ls.image, graph.llama_stack, cache, ls.cpu, ls.memory_gib),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends, *models]),
             )
-            self.endpoints[graph.llama_stack.endpoint.name] = server.url
         self.agents = {}
         if graph.agents:
             self.agents = AgentRoutes("agents", AgentRoutesArgs(cfg.namespace, graph.agents), opts=in_ns).routes
@@ -121,11 +120,7 @@ class Topology(pulumi.ComponentResource):
         for model, replicas in sorted(by_model.items()):
             server = VllmModelArgs(cfg.namespace, vllm.image, replicas, cfg.gpu_sharing, cache, vllm, secret_name)
             if shield is not None and shield.model.key == model:
-                guard = SafetyModel(f"safety-{model}", SafetyModelArgs(server, shield), opts=serving)
-                self.endpoints[f"vllm-{model}"] = guard.url
-                models.append(guard)
+                models.append(SafetyModel(f"safety-{model}", SafetyModelArgs(server, shield), opts=serving))
             else:
-                vm = VllmModel(f"vllm-{model}", server, opts=serving)
-                self.endpoints[f"vllm-{model}"] = vm.url
-                models.append(vm)
+                models.append(VllmModel(f"vllm-{model}", server, opts=serving))
         return models

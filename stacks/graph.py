@@ -42,6 +42,11 @@ class Endpoint:
         """OpenAI-compatible base URL (`/v1`); Ollama serves one too."""
         return f"{self.base_url}/v1"
 
+    @property
+    def url(self) -> str:
+        """What the `endpoints` stack output shows: vLLM's OpenAI base URL; Ollama's and Llama Stack's root."""
+        return self.openai_url if self.kind == "vllm" else self.base_url
+
 
 @dataclass(frozen=True)
 class Route:
@@ -77,7 +82,7 @@ class Shield:
 
 
 @dataclass(frozen=True)
-class LlamaStackNode:
+class LlamaStackPlan:
     endpoint: Endpoint
     node: str
     models: tuple[StackModel, ...]
@@ -131,7 +136,7 @@ class AgentRoute:
 class ServiceGraph:
     endpoints: dict[str, Endpoint]
     routes: tuple[Route, ...]
-    llama_stack: LlamaStackNode | None
+    llama_stack: LlamaStackPlan | None
     agents: tuple[AgentRoute, ...]
 
     def callers_of(self, server: str) -> list[str]:
@@ -168,7 +173,7 @@ def build_graph(cfg: StackConfig, plan: Plan) -> ServiceGraph:
         stack_ep = Endpoint(LLAMA_STACK_SERVICE, "llama-stack", LLAMA_STACK.port, ns, ids, (LLAMA_STACK_SERVICE,))
         endpoints[LLAMA_STACK_SERVICE] = stack_ep
         node = ls.node or cfg.nodes[0].name
-        stack = LlamaStackNode(stack_ep, node, models, EMBEDDING_MODELS[ls.embedding_model], shield)
+        stack = LlamaStackPlan(stack_ep, node, models, EMBEDDING_MODELS[ls.embedding_model], shield)
 
     agents = []
     for name, a in sorted(cfg.agents.items()):

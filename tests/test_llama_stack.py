@@ -321,3 +321,14 @@ def test_a_routing_mistake_exits_2_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "llm-infra:agents.content-creator.model: 'llama-405b' is not a vllm.models key" in err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_endpoints_output_matches_what_each_component_serves(prod):
+    """The endpoints output comes from the graph: every rendered Service is in it, on its own port."""
+    endpoints = prod.program["topology"].endpoints
+    assert sorted(endpoints) == ["llamastack-server", "vllm-granite-8b", "vllm-llama-3b", "vllm-llama-70b",
+                                 "vllm-llama-guard", "vllm-watt-8b"]
+    for o in prod.objects():
+        if o["kind"] == "Service":
+            name, port = o["metadata"]["name"], o["spec"]["ports"][0]["port"]
+            assert endpoints[name].startswith(f"http://{name}.llama-serve:{port}")
