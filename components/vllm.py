@@ -40,6 +40,11 @@ def vllm_args(w: VllmWorkload) -> list[str]:
         "--max-model-len", str(s.max_model_len),
         "--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}",
     ]
+    if w.pinned_kv_bytes is not None:
+        # A shared GPU: the KV size the plan computed, instead of vLLM's profile of the whole GPU's free memory
+        # (which would charge a neighbour's load to this server). The utilization still sets the start check:
+        # free memory >= its share, which holds in any start order when the plan's footprints fit.
+        args += ["--kv-cache-memory-bytes", str(w.pinned_kv_bytes)]
     if s.max_num_seqs is not None:
         args += ["--max-num-seqs", str(s.max_num_seqs)]
     if s.max_num_batched_tokens is not None:
@@ -149,6 +154,7 @@ class VllmModel(pulumi.ComponentResource):
             "llm-infra/gpus": f"{w.node}/{','.join(str(g.index) for g in w.gpus)}",
             "llm-infra/kv-cache-gib-per-gpu": f"{w.kv_budget_bytes_per_rank / 1024**3:.2f}",
             "llm-infra/max-seqs-at-full-context": str(w.max_full_context_seqs),
+            "llm-infra/kv-cache": "pinned" if w.pinned else "profiled",
         }
         container = k8s.core.v1.ContainerArgs(
             name="vllm",

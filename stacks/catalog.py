@@ -79,6 +79,8 @@ class ModelArch:
     """MLA models (DeepSeek-V2): kv_lora_rank + qk_rope_head_dim per token per layer, one head, not split by TP."""
     ffn: int = 0
     """MLP width, where known (sizes LoRA buffers)."""
+    vocab: int = 0
+    """Vocabulary size (config.json `vocab_size`): the sampler's logits are rows x vocab in fp32."""
 
     def lora_bytes(self, rank: int, dtype_bytes: int = 2) -> int:
         """One LoRA slot of `rank` on q, k, v, o, gate, up and down of every layer: rank x (in + out) each."""
@@ -125,13 +127,13 @@ class HfModel:
         return self.max_context or self.arch.max_position
 
 
-LLAMA31_8B = ModelArch("Llama 3.1 8B", 8.03, 32, 32, 8, 128, 4096, 131072)
-LLAMA31_70B = ModelArch("Llama 3.1 70B", 70.6, 80, 64, 8, 128, 8192, 131072)
-LLAMA32_3B = ModelArch("Llama 3.2 3B", 3.21, 28, 24, 8, 128, 3072, 131072)
-MIXTRAL_8X7B = ModelArch("Mixtral 8x7B", 46.7, 32, 32, 8, 128, 4096, 32768)
-DEEPSEEK_V2_LITE = ModelArch("DeepSeek-Coder-V2-Lite", 15.7, 27, 16, 16, 128, 2048, 163840, mla_kv_dim=576)
+LLAMA31_8B = ModelArch("Llama 3.1 8B", 8.03, 32, 32, 8, 128, 4096, 131072, ffn=14336, vocab=128256)
+LLAMA31_70B = ModelArch("Llama 3.1 70B", 70.6, 80, 64, 8, 128, 8192, 131072, ffn=28672, vocab=128256)
+LLAMA32_3B = ModelArch("Llama 3.2 3B", 3.21, 28, 24, 8, 128, 3072, 131072, ffn=8192, vocab=128256)
+MIXTRAL_8X7B = ModelArch("Mixtral 8x7B", 46.7, 32, 32, 8, 128, 4096, 32768, ffn=14336, vocab=32000)
+DEEPSEEK_V2_LITE = ModelArch("DeepSeek-Coder-V2-Lite", 15.7, 27, 16, 16, 128, 2048, 163840, mla_kv_dim=576, vocab=102400)
 # Llama 3 8B (the base of Ollama's llama3:8b; meta-llama/Meta-Llama-3-8B-Instruct config.json).
-LLAMA3_8B = ModelArch("Llama 3 8B", 8.03, 32, 32, 8, 128, 4096, 8192, ffn=14336)
+LLAMA3_8B = ModelArch("Llama 3 8B", 8.03, 32, 32, 8, 128, 4096, 8192, ffn=14336, vocab=128256)
 OLLAMA_MODELS: dict[str, OllamaModel] = {
     m.tag: m
     for m in (
@@ -144,7 +146,7 @@ OLLAMA_MODELS: dict[str, OllamaModel] = {
         ),
     )
 }
-GRANITE31_8B = ModelArch("Granite 3.1 8B", 8.1, 40, 32, 8, 128, 4096, 131072)
+GRANITE31_8B = ModelArch("Granite 3.1 8B", 8.1, 40, 32, 8, 128, 4096, 131072, ffn=12800, vocab=49155)
 
 HF_MODELS: dict[str, HfModel] = {
     m.repo: m
@@ -175,12 +177,19 @@ class VllmEngine:
 
     port: int = 8000
     default_gpu_memory_utilization: float = 0.92
-    # Default when --max-num-batched-tokens is unset on an A100 / <70 GiB GPU (get_batch_defaults).
-    default_max_num_batched_tokens: int = 2048
+    # KV cache block size in tokens (config/cache.py:185, CacheConfig.DEFAULT_BLOCK_SIZE).
+    block_size: int = 16
     # 4-bit weights plus an fp16 scale and a 4-bit zero per group of 128 (estimate).
     four_bit_bytes_per_parameter: float = 0.5 + (2 + 0.5) / 128
     # Estimate of peak activations in the profile run: batched tokens x hidden x 2 B x this factor.
     activation_factor: int = 16
+    # The sampler's profile run holds fp32 logits and their probabilities (estimate: two copies).
+    sampler_copies: int = 2
+    # Estimate: non-torch memory growing after the init snapshot (attention workspaces, all-reduce buffers),
+    # by tensor-parallel size; about 0.5 GiB alone, up to about 2 GiB at TP 4.
+    non_torch_gib_by_tp: tuple[tuple[int, float], ...] = ((1, 0.5), (2, 1.0), (4, 2.0), (8, 2.0))
+    # Estimate of the CUDA graphs' memory the engine subtracts by default (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1).
+    cudagraph_gib: float = 0.7
     # /dev/shm per tensor-parallel rank (NCCL needs >= 1 GB; docs examples 1-2 Gi; production-stack 20Gi flat).
     shm_gib_per_rank: int = 4
     # Removed in 0.33 ("unrecognized arguments"): never emitted, rejected in extraArgs.
@@ -198,9 +207,12 @@ class VllmEngine:
 
 VLLM = VllmEngine()
 VLLM_DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
-# CUDA context, cuBLAS/NCCL workspaces and CUDA graphs per GPU process (estimate, calibrate against
-# vLLM's "Available KV cache memory" log line). Overridable in config (plan.vllmRuntimeGiB).
-DEFAULT_VLLM_RUNTIME_GIB = 1.0
+# CUDA context, NCCL communicators and cuBLAS handles each vLLM process creates before its init snapshot:
+# outside the gpuMemoryUtilization share (estimate, ~0.5 GiB). Overridable (plan.vllmContextGiB).
+DEFAULT_VLLM_CONTEXT_GIB = 0.5
+# Safety margin kept free on every GPU a vLLM server uses, and off a profiled KV cache: covers the
+# estimates above (context, non-torch, CUDA graphs, activations). Overridable (plan.vllmMarginGiB).
+DEFAULT_VLLM_MARGIN_GIB = 1.0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -251,3 +263,33 @@ class LlamaStackEngine:
 
 LLAMA_STACK = LlamaStackEngine()
 LLAMA_STACK_DEFAULT_IMAGE = "llamastack/distribution-starter:0.7.3"
+
+
+# ------------------------------------------------------------------------------------------------
+# GPUs: the total memory CUDA reports (cudaMemGetInfo / torch.cuda.mem_get_info), which vLLM sizes its
+# share from, is below the nameplate and below nvidia-smi's total. Where sources differ (driver, ECC),
+# the lowest is kept.
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    name: str
+    cuda_total_bytes: int
+    nvidia_smi_mib: int
+    source: str
+
+
+GPU_MODELS: dict[str, GpuModel] = {
+    g.name: g
+    for g in (
+        GpuModel("A100-80GB", 81049 * MIB, 81920,
+                 "A100 80GB PCIe totalGlobalMem 81049 MiB (ekondis/mixbench#47); vLLM logs 79.32 GiB on another "
+                 "A100 80GB (vllm-project/vllm-omni#276): the lower is kept"),
+        GpuModel("H100-80GB", round(79.22 * GIB), 81559,
+                 "vLLM 'total_gpu_memory (79.22GiB)' on H100-80G (vllm-project/vllm#12126); nvidia-smi 81559MiB (vllm#55169)"),
+        GpuModel("L40", round(44.40 * GIB), 46068,
+                 "PyTorch 'total capacity of 44.40 GiB' on an L40 (QwenLM/Qwen3-VL#2097); nvidia-smi 46068MiB with ECC on"),
+        GpuModel("L40S", round(44.42 * GIB), 46068,
+                 "PyTorch 'total capacity of 44.42 GiB' on an L40S (stepfun-ai/Step-Video-T2V#8); 44.52 GiB elsewhere"),
+    )
+}

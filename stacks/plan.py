@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 import math
 
-from stacks.catalog import GIB, HF_MODELS, OLLAMA, OLLAMA_MODELS, VLLM, HfModel
-from stacks.config import Adapter, Node, OllamaServer, StackConfig, VllmModel, key, node_of, servers
+from stacks.catalog import GIB, GPU_MODELS, HF_MODELS, OLLAMA, OLLAMA_MODELS, VLLM, HfModel
+from stacks.config import Adapter, Gpu, Node, OllamaServer, StackConfig, VllmModel, key, node_of, servers
 from stacks.errors import ConfigError
+from stacks.vllm_memory import KvBlocks, RankMemory, kv_blocks, rank_memory
 
 LLAMA_STACK_NAME = "llamastack-server"
 """Deployment and Service of Llama Stack: seed 004's agents default to http://llamastack-server.<namespace>:8321."""
@@ -37,6 +38,8 @@ class GpuRef:
     uuid: str | None
     pci_bus_id: str | None
     config_path: tuple[str | int, ...]
+    model: str = ""
+    """Catalog GPU model, if given (vLLM's batch defaults depend on it)."""
 
     @property
     def claim_name(self) -> str:
@@ -69,25 +72,30 @@ class PodVram:
 
 @dataclass(frozen=True)
 class VllmShare:
-    """What one vLLM pod takes of one of its GPUs: `gpuMemoryUtilization` x capacity, split into
-    its weights shard, activations, runtime and the KV cache that is left."""
+    """What one vLLM pod takes of one of its GPUs, as the engine accounts for it (stacks/vllm_memory.py):
+    the context outside its share, and inside the share weights, the profile peak, non-torch memory,
+    CUDA graphs, LoRA slots and the KV cache that is left."""
 
     name: str
     workload: str
-    weights_bytes: int
-    activation_bytes: int
-    runtime_bytes: int
-    total_bytes: int
-    lora_bytes: int = 0
-    """LoRA slots vLLM preallocates: maxLoras x one adapter of maxLoraRank."""
+    memory: RankMemory
 
     @property
-    def overhead_bytes(self) -> int:
-        return self.activation_bytes + self.runtime_bytes + self.lora_bytes
+    def weights_bytes(self) -> int:
+        return self.memory.weights_bytes
 
     @property
     def kv_bytes(self) -> int:
-        return self.total_bytes - self.weights_bytes - self.overhead_bytes
+        return self.memory.kv_bytes
+
+    @property
+    def overhead_bytes(self) -> int:
+        """Everything but weights and KV cache, the context outside the share included."""
+        return self.memory.context_bytes + self.memory.non_kv_bytes - self.memory.weights_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        return self.memory.footprint_bytes
 
 
 @dataclass
@@ -102,6 +110,12 @@ class VllmWorkload:
     node: str = ""
     gpus: tuple[GpuRef, ...] = ()
     shares: tuple[VllmShare, ...] = ()
+    blocks: KvBlocks | None = None
+    """The KV cache in engine blocks (minimum over ranks; profiled caches less the margin)."""
+    pinned: bool = False
+    """A GPU of this pod is shared: its KV cache is pinned with --kv-cache-memory-bytes."""
+    margin_bytes: int = 0
+    """Taken off a profiled KV cache (0 when pinned: the engine then takes exactly the pinned size)."""
 
     @property
     def deployment_name(self) -> str:
@@ -131,8 +145,13 @@ class VllmWorkload:
 
     @property
     def max_full_context_seqs(self) -> int:
-        """Sequences of maxModelLen tokens that fit in the KV cache at once."""
-        return max(0, self.kv_budget_bytes_per_rank) // (self.kv_bytes_per_token_per_rank * self.spec.max_model_len)
+        """Sequences of maxModelLen tokens the engine's KV blocks hold at once."""
+        return self.blocks.full_length_sequences if self.blocks is not None else 0
+
+    @property
+    def pinned_kv_bytes(self) -> int | None:
+        """--kv-cache-memory-bytes for a pod on a shared GPU (whole blocks), else None."""
+        return self.blocks.pinned_bytes if self.pinned and self.blocks is not None else None
 
 
 def dtype_bytes(dtype: str) -> int:
@@ -227,6 +246,8 @@ class Plan:
     designs: list[PoolDesign] = field(default_factory=list)
     engine: str = "ollama"
     """How the adapter pool is deployed (ollama.engine)."""
+    vllm_margin_bytes: int = 0
+    """plan.vllmMarginGiB: kept free on every GPU a vLLM server uses."""
 
     def used_gpus(self) -> list[GpuPlan]:
         return [g for g in self.gpus if g.pods]
@@ -251,7 +272,8 @@ class Plan:
                             "overheadGiB": gib(p.overhead_bytes),
                             "totalGiB": gib(p.total_bytes),
                             **(
-                                {"gpuMemoryUtilization": round(p.total_bytes / g.gpu.capacity_bytes, 4)}
+                                {"gpuMemoryUtilization": round(p.memory.share_bytes / g.gpu.capacity_bytes, 4),
+                                 "contextGiB": gib(p.memory.context_bytes)}
                                 if isinstance(p, VllmShare)
                                 else {
                                     "predictedGiB": gib(p.predicted_bytes),
@@ -300,6 +322,8 @@ class Plan:
                     "weightsPerGpuGiB": gib(w.shares[0].weights_bytes) if w.shares else None,
                     "kvPerTokenPerGpuKiB": round(w.kv_bytes_per_token_per_rank / 1024, 3),
                     "kvCachePerGpuGiB": gib(w.kv_budget_bytes_per_rank) if w.shares else None,
+                    "kvCacheMemoryBytes": w.pinned_kv_bytes,
+                    "kvBlocks": w.blocks.usable_blocks if w.blocks else None,
                     "maxConcurrentSeqsAtFullContext": w.max_full_context_seqs if w.shares else None,
                 }
                 for w in self.vllm
@@ -337,11 +361,19 @@ def pod_vram(cfg: StackConfig, server: OllamaServer, name: str, workload: str) -
     )
 
 
+def gpu_capacity_bytes(gpu: Gpu) -> int:
+    """The total CUDA reports: the catalog's figure for the model, or vramGiB as given."""
+    if gpu.model is not None:
+        return GPU_MODELS[gpu.model].cuda_total_bytes
+    assert gpu.vram_gib is not None  # one of the two, checked at the edge
+    return round(gpu.vram_gib * GIB)
+
+
 def _gpu_plans(cfg: StackConfig) -> dict[tuple[str, int], GpuPlan]:
     gpus: dict[tuple[str, int], GpuPlan] = {}
     for i, node in enumerate(cfg.nodes):
         for j, gpu in enumerate(node.gpus):
-            ref = GpuRef(node.name, gpu.index, round(gpu.vram_gib * GIB), gpu.uuid, gpu.pci_bus_id, ("nodes", i, "gpus", j))
+            ref = GpuRef(node.name, gpu.index, gpu_capacity_bytes(gpu), gpu.uuid, gpu.pci_bus_id, ("nodes", i, "gpus", j), gpu.model or "")
             gpus[(node.name, gpu.index)] = GpuPlan(ref)
     return gpus
 
@@ -451,10 +483,15 @@ def pool_designs(cfg: StackConfig, ollama: list[OllamaWorkload]) -> list[PoolDes
             vllm_weights_bytes=vllm_weights_bytes(spec, hf),
             vllm_lora_bytes=hf.arch.lora_bytes(pool.max_lora_rank) * len(adapters),
             vllm_kv_bytes=hf.arch.kv_bytes_per_token_per_rank(1, 2) * tokens,
-            vllm_overhead_bytes=VLLM.default_max_num_batched_tokens * hf.arch.hidden * 2 * VLLM.activation_factor
-            + round(cfg.plan.vllm_runtime_gib * GIB),
+            vllm_overhead_bytes=_design_overhead(cfg, hf, gpu, sum(w.server.replicas * w.server.parallel for w in on)),
         ))
     return out
+
+
+def _design_overhead(cfg: StackConfig, hf: HfModel, gpu: GpuRef, slots: int) -> int:
+    """Everything of the GPU's one vLLM server (maxNumSeqs = slots) but weights, LoRA slots and KV cache (stacks/vllm_memory.py)."""
+    m = rank_memory(hf, 0, 1, 1.0, gpu.capacity_bytes, gpu.model, None, slots, round(cfg.plan.vllm_context_gib * GIB))
+    return m.context_bytes + m.non_kv_bytes
 
 
 def adapter_pool_models(cfg: StackConfig, designs: list[PoolDesign]) -> dict[str, VllmModel]:
@@ -508,56 +545,75 @@ def _vllm_replicas(models: dict[str, tuple[tuple[str, ...], VllmModel]]) -> list
     return sorted(out, key=lambda w: (-w.spec.tensor_parallel, -w.spec.gpu_memory_utilization, w.key, w.replica))
 
 
+@dataclass(frozen=True)
+class VllmAllowances:
+    """plan.vllmContextGiB and plan.vllmMarginGiB in bytes."""
+
+    context_bytes: int
+    margin_bytes: int
+
+
+def _footprint(w: VllmWorkload, g: GpuPlan, allow: VllmAllowances) -> int:
+    return math.ceil(w.spec.gpu_memory_utilization * g.gpu.capacity_bytes) + allow.context_bytes
+
+
 def _fit(w: VllmWorkload, node: Node, gpus: dict[tuple[str, int], GpuPlan], pinned: list[int] | None,
-         exclusive: bool = False) -> list[GpuPlan] | None:
-    """The GPUs of `node` this pod would take: the pinned ones, or the tightest that still have room
-    (in exclusive mode, only GPUs nothing else uses)."""
-    util = w.spec.gpu_memory_utilization
-    room = [g for (n, _), g in gpus.items() if n == node.name and g.free_bytes >= util * g.gpu.capacity_bytes - 1
+         allow: VllmAllowances, exclusive: bool = False) -> list[GpuPlan] | None:
+    """The GPUs of `node` this pod would take: the pinned ones, or the tightest that still have room for
+    its footprint (share + context) and the GPU's margin (in exclusive mode, only GPUs nothing else uses)."""
+    room = [g for (n, _), g in gpus.items() if n == node.name and g.free_bytes - allow.margin_bytes >= _footprint(w, g, allow)
             and not (exclusive and g.pods)]
     if pinned is not None:
         chosen = [g for g in room if g.gpu.index in pinned]
         return chosen if len(chosen) == len(pinned) else None
-    room.sort(key=lambda g: (g.free_bytes - util * g.gpu.capacity_bytes, g.gpu.index))
+    room.sort(key=lambda g: (g.free_bytes - _footprint(w, g, allow), g.gpu.index))
     return room[: w.spec.tensor_parallel] if len(room) >= w.spec.tensor_parallel else None
+
+
+def _rank_memory(w: VllmWorkload, g: GpuPlan, allow: VllmAllowances) -> RankMemory:
+    loras = w.spec.max_loras or len(w.spec.lora_modules)
+    lora = w.hf.arch.lora_bytes(w.spec.max_lora_rank or VLLM.default_max_lora_rank) * loras if loras else 0
+    return rank_memory(w.hf, w.weights_bytes, w.spec.tensor_parallel, w.spec.gpu_memory_utilization, g.gpu.capacity_bytes,
+                       g.gpu.model, w.spec.max_num_batched_tokens, w.spec.max_num_seqs, allow.context_bytes, lora)
 
 
 def _place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan], nodes: dict[str, NodePlan],
                 models: dict[str, tuple[tuple[str, ...], VllmModel]]) -> None:
-    runtime = round(cfg.plan.vllm_runtime_gib * GIB)
+    allow = VllmAllowances(round(cfg.plan.vllm_context_gib * GIB), round(cfg.plan.vllm_margin_gib * GIB))
+    plan.vllm_margin_bytes = allow.margin_bytes
     unplaced: list[VllmWorkload] = []
+    exclusive = cfg.gpu_sharing.mode == "exclusive"
     for w in _vllm_replicas(models):
         candidates = [n for n in cfg.nodes if w.spec.node in (None, n.name)]
-        exclusive = cfg.gpu_sharing.mode == "exclusive"
-        placed = next(((n, f) for n in candidates if (f := _fit(w, n, gpus, w.spec.gpus, exclusive)) is not None), None)
+        placed = next(((n, f) for n in candidates if (f := _fit(w, n, gpus, w.spec.gpus, allow, exclusive)) is not None), None)
         if placed is None:
             unplaced.append(w)
             continue
         node, chosen = placed
         w.node, w.gpus = node.name, tuple(sorted((g.gpu for g in chosen), key=lambda r: r.index))
-        pod = w.deployment_name
-        tp = w.spec.tensor_parallel
-        batched = w.spec.max_num_batched_tokens or VLLM.default_max_num_batched_tokens
-        activation = batched * w.hf.arch.hidden * 2 * VLLM.activation_factor
-        loras = w.spec.max_loras or len(w.spec.lora_modules)
-        lora = w.hf.arch.lora_bytes(w.spec.max_lora_rank or VLLM.default_max_lora_rank) * loras // tp if loras else 0
         shares = []
         for g in sorted(chosen, key=lambda g: g.gpu.index):
-            share = VllmShare(pod, pod, math.ceil(w.weights_bytes / tp), activation, runtime,
-                              round(w.spec.gpu_memory_utilization * g.gpu.capacity_bytes), lora)
+            share = VllmShare(w.deployment_name, w.deployment_name, _rank_memory(w, g, allow))
             g.pods.append(share)
             shares.append(share)
         w.shares = tuple(shares)
         n = nodes[node.name]
         n.cpu_requests += w.spec.cpu
         n.memory_requests_gib += w.spec.memory_gib + shm_gib(w.spec)
-        n.pods.append(pod)
+        n.pods.append(w.deployment_name)
         plan.vllm.append(w)
     plan.vllm.sort(key=lambda w: (w.key, w.replica))
     for w in plan.vllm:
+        # A GPU shared with another server: the KV size is pinned (--kv-cache-memory-bytes), exactly what the
+        # plan computed, so start order and neighbours cannot change it. Alone on its GPUs, vLLM profiles, and
+        # the plan counts on the KV cache less the margin its estimates may be off by.
+        w.pinned = any(len(gpus[(w.node, ref.index)].pods) > 1 for ref in w.gpus)
+        w.margin_bytes = 0 if w.pinned else allow.margin_bytes
+        kv = [s.kv_bytes - w.margin_bytes for s in w.shares]
+        w.blocks = kv_blocks(kv, w.kv_bytes_per_token_per_rank, w.spec.max_model_len)
         plan.problems += _vllm_share_problems(w)
     if unplaced:
-        plan.problems += _unplaced_problems(cfg, unplaced, gpus)
+        plan.problems += _unplaced_problems(cfg, unplaced, gpus, allow)
 
 
 def shm_gib(spec: VllmModel) -> int:
@@ -568,58 +624,66 @@ def shm_gib(spec: VllmModel) -> int:
 def _vllm_share_problems(w: VllmWorkload) -> list[str]:
     at = lambda *k: key(*w.config_path, *k)  # noqa: E731
     s = min(w.shares, key=lambda x: x.kv_bytes)
+    m = s.memory
     util = w.spec.gpu_memory_utilization
-    if s.kv_bytes <= 0:
+    if m.kv_bytes <= 0:
         return [
             f"{at('gpuMemoryUtilization')}: {w.deployment_name} does not fit its share of a GPU: {util:g} x "
-            f"{(s.total_bytes / util) / GIB:.2f} GiB = {(s.total_bytes) / GIB:.2f} GiB, but weights need {(s.weights_bytes) / GIB:.2f} GiB "
-            f"per GPU (of {(w.weights_bytes) / GIB:.2f} GiB over tensorParallel {w.spec.tensor_parallel}) + {(s.overhead_bytes) / GIB:.2f} GiB "
-            f"activations and runtime; raise gpuMemoryUtilization or tensorParallel, or quantize"
+            f"{(m.share_bytes / util) / GIB:.2f} GiB = {(m.share_bytes) / GIB:.2f} GiB, but weights need {(m.weights_bytes) / GIB:.2f} GiB "
+            f"per GPU (of {(w.weights_bytes) / GIB:.2f} GiB over tensorParallel {w.spec.tensor_parallel}) + "
+            f"{(m.non_kv_bytes - m.weights_bytes) / GIB:.2f} GiB profile peak, non-torch memory and CUDA graphs; "
+            f"raise gpuMemoryUtilization or tensorParallel, or quantize"
         ]
-    one_seq = w.kv_bytes_per_token_per_rank * w.spec.max_model_len
-    if s.kv_bytes < one_seq:
-        fits = s.kv_bytes // w.kv_bytes_per_token_per_rank
+    b = w.blocks
+    assert b is not None
+    if b.usable_blocks < b.blocks_per_sequence:
+        how = "pinned" if w.pinned else f"profiled, less the {w.margin_bytes / GIB:.2f} GiB margin"
         return [
-            f"{at('maxModelLen')}: {w.deployment_name}'s KV cache ({(s.kv_bytes) / GIB:.2f} GiB per GPU) holds {fits} tokens, less than "
-            f"one {w.spec.max_model_len}-token sequence ({(one_seq) / GIB:.2f} GiB); vLLM would refuse to start. Use maxModelLen <= {fits}, "
-            f"or raise gpuMemoryUtilization / tensorParallel, or set kvCacheDtype fp8"
+            f"{at('maxModelLen')}: {w.deployment_name}'s KV cache ({(s.kv_bytes) / GIB:.2f} GiB per GPU, {how}) holds "
+            f"{b.usable_blocks} blocks of {VLLM.block_size} tokens after the null block, {b.tokens} tokens: less than one "
+            f"{w.spec.max_model_len}-token sequence ({b.blocks_per_sequence} blocks); vLLM would refuse to start. "
+            f"Use maxModelLen <= {b.tokens}, or raise gpuMemoryUtilization / tensorParallel, or set kvCacheDtype fp8"
         ]
     return []
 
 
-def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dict[tuple[str, int], GpuPlan]) -> list[str]:
+def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dict[tuple[str, int], GpuPlan],
+                       allow: VllmAllowances) -> list[str]:
     """Name each pod that has no room, and what the node would need to place them all."""
     out = []
     for w in unplaced:
         node = next(n for n in cfg.nodes if w.spec.node in (None, n.name))
         free = ", ".join(f"{g.gpu.index}: {(g.free_bytes) / GIB:.2f}" for (n, _), g in gpus.items() if n == node.name)
         where = "its pinned GPUs" if w.spec.gpus else f"{w.spec.tensor_parallel} GPU(s) of one node"
+        need = w.spec.gpu_memory_utilization * gpu_capacity_bytes(node.gpus[0]) + allow.context_bytes if node.gpus else 0
         out.append(
-            f"{key(*w.config_path)}: no room for {w.deployment_name}: it needs {w.spec.gpu_memory_utilization:g} of {where}; "
-            f"free GiB per GPU on node {node.name}: {free or 'no GPUs'}"
+            f"{key(*w.config_path)}: no room for {w.deployment_name}: it needs {w.spec.gpu_memory_utilization:g} of {where} "
+            f"plus its {allow.context_bytes / GIB:.2f} GiB context ({need / GIB:.2f} GiB each), and every GPU keeps a "
+            f"{allow.margin_bytes / GIB:.2f} GiB margin; free GiB per GPU on node {node.name}: {free or 'no GPUs'}"
         )
     # How many more GPUs like the node's largest would place what is left (same packing rule).
     node = cfg.nodes[0]
     if node.gpus and not any(w.spec.gpus for w in unplaced):
-        template = max(node.gpus, key=lambda g: g.vram_gib)
+        template = max(node.gpus, key=gpu_capacity_bytes)
+        capacity = gpu_capacity_bytes(template)
         for extra in range(1, 33):
             trial = {k: GpuPlan(g.gpu, list(g.pods)) for k, g in gpus.items()}
             for i in range(extra):
-                ref = GpuRef(node.name, 1000 + i, round(template.vram_gib * GIB), None, None, ())
+                ref = GpuRef(node.name, 1000 + i, capacity, None, None, (), template.model or "")
                 trial[(node.name, 1000 + i)] = GpuPlan(ref)
-            if all(_take(w, node, trial, cfg.gpu_sharing.mode == "exclusive") for w in unplaced):
+            if all(_take(w, node, trial, allow, cfg.gpu_sharing.mode == "exclusive") for w in unplaced):
                 out.append(
                     f"{key('nodes', 0, 'gpus')}: to place everything, node {node.name} needs {extra} more GPU(s) of "
-                    f"{template.vram_gib:g} GiB (like its GPU {template.index}), or lower gpuMemoryUtilization / replicas"
+                    f"{capacity / GIB:.2f} GiB (like its GPU {template.index}), or lower gpuMemoryUtilization / replicas"
                 )
                 break
     return out
 
 
-def _take(w: VllmWorkload, node: Node, gpus: dict[tuple[str, int], GpuPlan], exclusive: bool) -> bool:
-    chosen = _fit(w, node, gpus, None, exclusive)
+def _take(w: VllmWorkload, node: Node, gpus: dict[tuple[str, int], GpuPlan], allow: VllmAllowances, exclusive: bool) -> bool:
+    chosen = _fit(w, node, gpus, None, allow, exclusive)
     for g in chosen or []:
-        g.pods.append(VllmShare(w.deployment_name, w.deployment_name, 0, 0, 0, round(w.spec.gpu_memory_utilization * g.gpu.capacity_bytes)))
+        g.pods.append(VllmShare(w.deployment_name, w.deployment_name, _rank_memory(w, g, allow)))
     return chosen is not None
 
 
@@ -644,6 +708,13 @@ def plan_problems(plan: Plan) -> list[str]:
             problems.append(
                 f"{where}: gpuSharing.mode exclusive gives each pod a whole GPU, but {len(g.pods)} pods are planned on it "
                 f"({', '.join(p.name for p in g.pods)}); use one pod per GPU or mode dra / visible-devices [{_servers_on(plan, g)}]"
+            )
+        margin = plan.vllm_margin_bytes if any(isinstance(p, VllmShare) for p in g.pods) else 0
+        if margin and g.allocated_bytes <= g.gpu.capacity_bytes < g.allocated_bytes + margin:
+            problems.append(
+                f"{where}: its pods need {g.allocated_bytes / GIB:.2f} GiB of its {g.gpu.capacity_bytes / GIB:.2f} GiB, leaving "
+                f"{g.free_bytes / GIB:.2f} GiB, less than the {margin / GIB:.2f} GiB margin (plan.vllmMarginGiB) the vLLM "
+                f"accounting's estimates need; lower gpuMemoryUtilization [{_servers_on(plan, g)}]"
             )
         if g.allocated_bytes > g.gpu.capacity_bytes:
             problems.append(
@@ -695,14 +766,18 @@ def format_table(plan: Plan) -> str:
                      f"{n.memory_allocatable_gib:g}", str(len(n.pods))))
     out += ["Node plan", text_table(rows)]
     if plan.vllm:
-        rows = [("vLLM pod", "GPUs", "TP", "util", "weights/GPU", "KV/GPU", "KV/token/GPU", "maxModelLen", "seqs at full len")]
+        rows = [("vLLM pod", "GPUs", "TP", "util", "weights/GPU", "KV/GPU", "KV", "KV/token/GPU", "blocks", "maxModelLen", "seqs at full len")]
         for w in plan.vllm:
             rows.append((
                 w.deployment_name, f"{w.node}/{','.join(str(g.index) for g in w.gpus)}", str(w.spec.tensor_parallel),
                 f"{w.spec.gpu_memory_utilization:g}", f"{(w.shares[0].weights_bytes) / GIB:.2f}", f"{(w.kv_budget_bytes_per_rank) / GIB:.2f}",
-                f"{w.kv_bytes_per_token_per_rank / 1024:g} KiB", str(w.spec.max_model_len), str(w.max_full_context_seqs),
+                "pinned" if w.pinned else f"profiled -{w.margin_bytes / GIB:g}",
+                f"{w.kv_bytes_per_token_per_rank / 1024:g} KiB", str(w.blocks.usable_blocks if w.blocks else 0),
+                str(w.spec.max_model_len), str(w.max_full_context_seqs),
             ))
-        out += ["", "vLLM (GiB per GPU; seqs at full len = maxModelLen-token sequences the KV cache holds at once)", text_table(rows)]
+        out += ["", "vLLM (GiB per GPU as vLLM 0.33 accounts for it; KV pinned = --kv-cache-memory-bytes on a shared GPU, "
+                "profiled = vLLM measures, the plan counts the margin off; blocks of 16 tokens after the null block; "
+                "seqs at full len = maxModelLen-token sequences the blocks hold at once)", text_table(rows)]
     if plan.designs:
         rows = [("GPU", "roles", "slots", "KV tokens", "Ollama pods", "vLLM multi-LoRA", "(weights", "LoRA", "KV", "overhead)", "capacity")]
         for d in plan.designs:

@@ -1,54 +1,117 @@
-"""vLLM plan figures against hand computation (KV per token = 2 x layers x KV heads x head dim x dtype bytes).
+"""vLLM plan figures against hand computation from vLLM 0.33.0's own accounting (stacks/vllm_memory.py).
 
-  weights       parameters x 2 B (bf16), split over tensor-parallel ranks
-  activations   max-num-batched-tokens (2048 default) x hidden x 2 B x 16 (estimate)
-  runtime       plan.vllmRuntimeGiB, 1 GiB per GPU (estimate)
-  KV per token  2 x layers x (kv_heads / TP) x head_dim x 2 B; MLA: layers x 576 x 2 B, not split
-  KV budget     gpuMemoryUtilization x capacity - weights - activations - runtime
+Per rank, on a GPU whose total is what CUDA reports (A100-80GB: 81049 MiB; L40: 44.40 GiB):
+  outside the share  context 0.5 GiB (estimate)
+  share              ceil(total x gpuMemoryUtilization)                 (v1/worker/utils.py:724)
+  weights            parameters x 2 B (bf16), / tensor parallel
+  profile peak       max_num_batched_tokens (2048 on A100/L40) x hidden x 2 B x 16 (estimate)
+                     + min(tokens, max_num_seqs (256)) x vocab x 4 B x 2 (fp32 logits, estimate of copies)
+  non-torch          0.5 GiB at TP 1, 2 GiB at TP 4 (estimate)
+  CUDA graphs        0.7 GiB (estimate; subtracted by default)
+  KV                 share - all of the above inside it
+  blocks             KV // (16 x KV/token/rank); minus 1 null block; a sequence needs ceil(maxModelLen / 16)
+  profiled (alone)   KV less plan.vllmMarginGiB (1 GiB) before cutting blocks; pinned (shared GPU): exact
 """
 
 from __future__ import annotations
 
-from tests.conftest import plan_of, stack_problems, stack_raw, variant
+import math
+
+from tests.conftest import plan_of, run_secret_raw, stack_problems, stack_raw, variant
 
 GiB = 2**30
+A100 = 81049 * 2**20
+L40 = round(44.40 * GiB)
 
 
-def test_prod_70b_figures():
+def engine_kv(total, util, weights, tp, hidden, vocab, kv_per_token, max_len, pinned, tokens=2048, seqs=256):
+    """(KV bytes per rank, full-length sequences) by hand, from the engine's terms."""
+    share = math.ceil(total * util)
+    peak = tokens * hidden * 2 * 16 + min(tokens, seqs) * vocab * 4 * 2
+    non_torch = {1: GiB // 2, 4: 2 * GiB}[tp]
+    kv = share - math.ceil(weights / tp) - peak - non_torch - round(0.7 * GiB)
+    blocks = (kv - (0 if pinned else GiB)) // (16 * kv_per_token)
+    return kv, (blocks - 1) // math.ceil(max_len / 16)
+
+
+PROD = {  # pod: (util, parameters, tp, hidden, vocab, KV bytes/token/rank, maxModelLen) - all pinned (shared GPUs)
+    "vllm-llama-70b": (0.60, 70.6e9, 4, 8192, 128256, 2 * 80 * 2 * 128 * 2, 128000),
+    "vllm-llama-guard": (0.35, 8.03e9, 1, 4096, 128256, 2 * 32 * 8 * 128 * 2, 8192),
+    "vllm-llama-3b": (0.35, 3.21e9, 1, 3072, 128256, 2 * 28 * 8 * 128 * 2, 32768),
+    "vllm-granite-8b": (0.35, 8.1e9, 1, 4096, 49155, 2 * 40 * 8 * 128 * 2, 32768),
+    "vllm-watt-8b": (0.35, 8.03e9, 1, 4096, 128256, 2 * 32 * 8 * 128 * 2, 32768),
+}
+
+
+def test_prod_kv_and_sequences_match_the_engines_accounting():
     plan = plan_of(stack_raw("prod"))
-    w = next(x for x in plan.vllm if x.key == "llama-70b")
-    assert [g.index for g in w.gpus] == [0, 1, 2, 3]
-    share = w.shares[0]
-    assert share.weights_bytes == 35_300_000_000  # 70.6e9 x 2 B / 4
-    assert share.activation_bytes == 2048 * 8192 * 2 * 16 == GiB // 2
-    assert share.runtime_bytes == GiB
-    assert share.total_bytes == round(0.58 * 80 * GiB)
-    kv = round(0.58 * 80 * GiB) - 35_300_000_000 - GiB // 2 - GiB
-    assert share.kv_bytes == kv and f"{kv / GiB:.2f}" == "12.02"
-    assert w.kv_bytes_per_token_per_rank == 2 * 80 * (8 // 4) * 128 * 2 == 80 * 1024
-    one_seq = 128_000 * 80 * 1024  # 9.77 GiB per GPU: the seed's 128k context fits once
-    assert w.max_full_context_seqs == kv // one_seq == 1
+    for w in plan.vllm:
+        util, params, tp, hidden, vocab, per_token, max_len = PROD[w.deployment_name]
+        kv, seqs = engine_kv(A100, util, round(params * 2), tp, hidden, vocab, per_token, max_len, pinned=True)
+        assert w.pinned and w.kv_budget_bytes_per_rank == kv, w.deployment_name
+        assert w.max_full_context_seqs == seqs, w.deployment_name
+        assert w.pinned_kv_bytes == kv // (16 * per_token) * 16 * per_token  # whole blocks
+    seqs = {w.deployment_name: w.max_full_context_seqs for w in plan.vllm}
+    assert seqs == {"vllm-granite-8b": 2, "vllm-llama-3b": 5, "vllm-llama-70b": 1, "vllm-llama-guard": 11, "vllm-watt-8b": 2}
 
 
-def test_prod_places_everything_with_zero_over_commit():
+def test_prod_70b_keeps_128k_only_with_the_larger_share():
+    w = next(x for x in plan_of(stack_raw("prod")).vllm if x.key == "llama-70b")
+    kv = w.kv_budget_bytes_per_rank
+    assert f"{kv / GiB:.2f}" == "11.17" and kv // (16 * 80 * 1024) - 1 >= 8000  # 128000 tokens = 8000 blocks
+    problems = stack_problems(variant(lambda r: r["vllm"]["models"]["llama-70b"].update(gpuMemoryUtilization=0.58), "prod"))
+    kv58, _ = engine_kv(A100, 0.58, 141_200_000_000, 4, 8192, 128256, 80 * 1024, 128000, pinned=True)
+    usable = kv58 // (16 * 80 * 1024) - 1
+    assert problems == [
+        f"llm-infra:vllm.models.llama-70b.maxModelLen: vllm-llama-70b's KV cache ({kv58 / GiB:.2f} GiB per GPU, pinned) holds "
+        f"{usable} blocks of 16 tokens after the null block, {usable * 16} tokens: less than one 128000-token sequence "
+        f"(8000 blocks); vLLM would refuse to start. Use maxModelLen <= {usable * 16}, or raise gpuMemoryUtilization / "
+        f"tensorParallel, or set kvCacheDtype fp8"]
+    assert usable * 16 == 125632
+
+
+def test_prod_footprints_and_margin_fit_every_gpu():
     plan = plan_of(stack_raw("prod"))
     for g in plan.gpus:
-        assert g.allocated_bytes == round(0.58 * 80 * GiB) + round(0.37 * 80 * GiB) <= 80 * GiB
+        footprint = math.ceil(0.60 * A100) + math.ceil(0.35 * A100) + 2 * (GiB // 2)  # two shares + two contexts
+        assert g.allocated_bytes == footprint and footprint + GiB <= A100 == g.gpu.capacity_bytes
     small = {w.key: w.gpus[0].index for w in plan.vllm if w.spec.tensor_parallel == 1}
     assert sorted(small.values()) == [0, 1, 2, 3]  # one small model beside the 70B on each GPU
-    granite = next(x for x in plan.vllm if x.key == "granite-8b")
-    assert granite.kv_bytes_per_token_per_rank == 2 * 40 * 8 * 128 * 2 == 160 * 1024
 
 
-def test_lab_places_everything_on_four_l40s():
+def test_lab_kv_and_sequences_match_the_engines_accounting():
     plan = plan_of(stack_raw("lab"))
-    assert len(plan.gpus) == 4 and all(g.pods for g in plan.gpus)
-    assert all(g.allocated_bytes <= g.gpu.capacity_bytes for g in plan.gpus)
+    lab = {  # pod: util, weights bytes, hidden, vocab, KV/token, maxModelLen, pinned
+        "vllm-deepseek-coder": (0.9, 31_400_000_000, 2048, 102400, 27 * 576 * 2, 65536, False),
+        "vllm-mixtral": (0.8, round(0.27e9 * 2 + (46.7e9 - 0.27e9) * (0.5 + 2.5 / 128)), 4096, 32000, 131072, 16384, False),
+        "vllm-llama-8b": (0.6, 16_060_000_000, 4096, 128256, 131072, 32768, True),
+        "vllm-llama-3b-awq": (0.25, round(0.39e9 * 2 + (3.21e9 - 0.39e9) * (0.5 + 2.5 / 128)), 3072, 128256, 114688, 32768, True),
+        "vllm-llama-8b-multi-0": (0.45, 16_060_000_000, 4096, 128256, 131072, 8192, True),
+        "vllm-llama-8b-multi-1": (0.45, 16_060_000_000, 4096, 128256, 131072, 8192, True),
+    }
+    for w in plan.vllm:
+        util, weights, hidden, vocab, per_token, max_len, pinned = lab[w.deployment_name]
+        kv, seqs = engine_kv(L40, util, weights, 1, hidden, vocab, per_token, max_len, pinned)
+        assert (w.kv_budget_bytes_per_rank, w.max_full_context_seqs, w.pinned) == (kv, seqs, pinned), w.deployment_name
     seqs = {w.deployment_name: w.max_full_context_seqs for w in plan.vllm}
-    assert seqs == {"vllm-deepseek-coder": 5, "vllm-llama-3b-awq": 2, "vllm-llama-8b": 2,
-                    "vllm-llama-8b-multi-0": 4, "vllm-llama-8b-multi-1": 4, "vllm-mixtral": 5}
-    multi = [w for w in plan.vllm if w.key == "llama-8b-multi"]
-    assert [w.replica for w in multi] == [0, 1]
+    assert seqs == {"vllm-deepseek-coder": 4, "vllm-llama-3b-awq": 2, "vllm-llama-8b": 2,
+                    "vllm-llama-8b-multi-0": 3, "vllm-llama-8b-multi-1": 3, "vllm-mixtral": 5}
+    assert all(g.allocated_bytes + GiB <= g.gpu.capacity_bytes for g in plan.gpus)
+
+
+def test_pinned_budgets_make_the_plan_independent_of_start_order():
+    """Two servers sharing a GPU: each renders --kv-cache-memory-bytes (its KV no longer depends on what the
+    other holds when it profiles) and a utilization whose start check (free >= share) holds whichever starts
+    first, because both footprints and the margin fit the GPU."""
+    plan = plan_of(stack_raw("lab"))
+    a, b = (w for w in plan.vllm if w.key == "llama-8b-multi")
+    gpu = next(g for g in plan.gpus if g.gpu.index == a.gpus[0].index)
+    assert a.pinned and b.pinned and a.gpus == b.gpus
+    for first, second in ((a, b), (b, a)):
+        free_when_second_starts = gpu.gpu.capacity_bytes - first.shares[0].total_bytes - second.shares[0].memory.context_bytes
+        assert free_when_second_starts >= second.shares[0].memory.share_bytes
+    alone = next(w for w in plan.vllm if w.key == "mixtral")
+    assert not alone.pinned and alone.pinned_kv_bytes is None
 
 
 def test_mla_kv_is_not_split_by_tensor_parallel():
@@ -84,17 +147,8 @@ def test_weights_that_do_not_fit_their_share():
     problems = stack_problems(variant(edit, "prod"))
     assert len(problems) == 1
     assert problems[0].startswith("llm-infra:vllm.models.llama-70b.gpuMemoryUtilization: vllm-llama-70b does not fit its share of a GPU: "
-                                  "0.9 x 80.00 GiB = 72.00 GiB, but weights need 131.50 GiB per GPU")
-
-
-def test_kv_budget_smaller_than_one_sequence():
-    problems = stack_problems(variant(lambda r: r["vllm"]["models"]["llama-70b"].update(gpuMemoryUtilization=0.5), "prod"))
-    kv = round(0.5 * 80 * GiB) - 35_300_000_000 - GiB // 2 - GiB
-    assert problems == [
-        f"llm-infra:vllm.models.llama-70b.maxModelLen: vllm-llama-70b's KV cache ({kv / GiB:.2f} GiB per GPU) holds "
-        f"{kv // (80 * 1024)} tokens, less than one 128000-token sequence (9.77 GiB); vLLM would refuse to start. "
-        f"Use maxModelLen <= {kv // (80 * 1024)}, or raise gpuMemoryUtilization / tensorParallel, or set kvCacheDtype fp8"
-    ]
+                                  f"0.9 x {A100 / GiB:.2f} GiB = {math.ceil(0.9 * A100) / GiB:.2f} GiB, but weights need 131.50 GiB per GPU")
+    assert f"{math.ceil(0.9 * A100) / GiB:.2f}" == "71.23"
 
 
 def test_servers_sharing_a_gpu_must_fit_their_fractions():
@@ -103,14 +157,19 @@ def test_servers_sharing_a_gpu_must_fit_their_fractions():
         r["vllm"]["models"]["deepseek-coder"]["gpus"] = [0]  # 0.9 + 0.6 of one GPU
 
     problems = stack_problems(variant(edit, "lab"))
-    assert problems == ["llm-infra:vllm.models.llama-8b: no room for vllm-llama-8b: it needs 0.6 of its pinned GPUs; "
-                        "free GiB per GPU on node l40-node: 0: 4.50, 1: 9.00, 2: 4.50, 3: 33.75"]
+    # deepseek 0.9 alone on GPU 0, mixtral 0.8 on 1, the two 0.45 replicas on 2, the 0.25 AWQ model on 3
+    free = [L40 - math.ceil(0.9 * L40) - GiB // 2, L40 - math.ceil(0.8 * L40) - GiB // 2,
+            L40 - 2 * math.ceil(0.45 * L40) - GiB, L40 - math.ceil(0.25 * L40) - GiB // 2]
+    assert [f"{f / GiB:.2f}" for f in free] == ["3.94", "8.38", "3.44", "32.80"]
+    assert problems == ["llm-infra:vllm.models.llama-8b: no room for vllm-llama-8b: it needs 0.6 of its pinned GPUs plus its "
+                        f"0.50 GiB context ({(0.6 * L40 + GiB / 2) / GiB:.2f} GiB each), and every GPU keeps a 1.00 GiB margin; "
+                        "free GiB per GPU on node l40-node: 0: 3.94, 1: 8.38, 2: 3.44, 3: 32.80"]
 
 
 def test_plan_names_what_more_the_node_needs():
     problems = stack_problems(variant(lambda r: r["vllm"]["models"]["llama-8b-multi"].update(replicas=3), "lab"))
     assert problems[0].startswith("llm-infra:vllm.models.llama-8b-multi: no room for vllm-llama-8b-multi-2: it needs 0.45 of 1 GPU(s) of one node")
-    assert problems[1] == ("llm-infra:nodes[0].gpus: to place everything, node l40-node needs 1 more GPU(s) of 45 GiB "
+    assert problems[1] == ("llm-infra:nodes[0].gpus: to place everything, node l40-node needs 1 more GPU(s) of 44.40 GiB "
                            "(like its GPU 0), or lower gpuMemoryUtilization / replicas")
 
 
@@ -119,4 +178,4 @@ def test_plan_json_reports_vllm_concurrency():
     row = next(x for x in d["vllm"] if x["model"] == "llama-70b")
     assert (row["tensorParallel"], row["maxModelLen"], row["kvPerTokenPerGpuKiB"], row["maxConcurrentSeqsAtFullContext"]) == (4, 128000, 80.0, 1)
     pod = d["gpus"][0]["pods"][0]
-    assert pod["engine"] == "vllm" and pod["gpuMemoryUtilization"] == 0.58
+    assert pod["engine"] == "vllm" and pod["gpuMemoryUtilization"] == 0.6 and pod["contextGiB"] == 0.5

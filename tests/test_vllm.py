@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import env_of, run_secret_raw, stack_problems, stack_raw, variant
+from tests.conftest import env_of, plan_of, run_secret_raw, stack_problems, stack_raw, variant
 from tools.offline import REDACTED
 
 TOKEN = "hf_abcdefghijklmnopqrstuvwxyz0123456789"
@@ -30,13 +30,23 @@ def container(run, name):
 
 
 def test_70b_args_are_typed_flags_only(prod):
+    """It shares its GPUs, so its KV cache is pinned to the plan's figure (whole blocks of 16 x 80 KiB)."""
+    w = next(x for x in plan_of(stack_raw("prod")).vllm if x.key == "llama-70b")
     assert container(prod, "vllm-llama-70b")["args"] == [
         "meta-llama/Llama-3.1-70B-Instruct",
         "--served-model-name", "llama-3.1-70b",
         "--tensor-parallel-size", "4",
         "--max-model-len", "128000",
-        "--gpu-memory-utilization", "0.58",
+        "--gpu-memory-utilization", "0.6",
+        "--kv-cache-memory-bytes", str(w.blocks.num_blocks * 16 * 80 * 1024),
     ]
+    assert w.blocks.num_blocks * 16 * 80 * 1024 <= w.kv_budget_bytes_per_rank < (w.blocks.num_blocks + 1) * 16 * 80 * 1024
+
+
+def test_a_server_alone_on_its_gpu_keeps_vllms_profiling(lab):
+    args = container(lab, "vllm-mixtral")["args"]
+    assert "--kv-cache-memory-bytes" not in args and args[args.index("--gpu-memory-utilization") + 1] == "0.8"
+    assert "--kv-cache-memory-bytes" in container(lab, "vllm-llama-8b-multi-0")["args"]
 
 
 def test_no_removed_flag_env_or_metric_in_any_render(prod, lab):

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from stacks.catalog import DEFAULT_CUDA_CONTEXT_GIB, DEFAULT_VLLM_RUNTIME_GIB
+from stacks.catalog import GPU_MODELS, DEFAULT_CUDA_CONTEXT_GIB, DEFAULT_VLLM_CONTEXT_GIB, DEFAULT_VLLM_MARGIN_GIB
 from stacks.config.base import DNS_SUBDOMAIN, GPU_UUID, PCI_BUS_ID, QUANTITY, _Model, key
 
 if TYPE_CHECKING:
@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 class Gpu(_Model):
     index: int = Field(ge=0)
     """GPU index as `nvidia-smi -L` lists it on the node."""
-    vram_gib: float = Field(gt=0)
-    """Memory of the GPU in GiB as `nvidia-smi` reports it (total)."""
+    model: str | None = None
+    """GPU model from the catalog (`A100-80GB`, `H100-80GB`, `L40S`, ...): the plan uses the memory CUDA reports for it."""
+    vram_gib: float | None = Field(default=None, gt=0)
+    """Or the total memory in GiB as CUDA reports it (`torch.cuda.mem_get_info()[1] / 2**30`, or the `/<total> GiB` vLLM logs at start), not the nameplate."""
     uuid: str | None = Field(default=None, pattern=GPU_UUID)
     """GPU UUID (`GPU-...` from `nvidia-smi -L`): selects it in `dra` mode and pins it in `visible-devices` mode."""
     pci_bus_id: str | None = Field(default=None, pattern=PCI_BUS_ID)
@@ -69,8 +71,10 @@ class ModelCache(_Model):
 class Plan(_Model):
     cuda_context_gib: float = Field(default=DEFAULT_CUDA_CONTEXT_GIB, ge=0)
     """VRAM each GPU process holds for its CUDA context, which Ollama's estimate leaves out."""
-    vllm_runtime_gib: float = Field(default=DEFAULT_VLLM_RUNTIME_GIB, ge=0)
-    """Per GPU of a vLLM server: CUDA context, workspaces and CUDA graphs, outside weights, activations and KV."""
+    vllm_context_gib: float = Field(default=DEFAULT_VLLM_CONTEXT_GIB, ge=0)
+    """Per vLLM process and GPU: CUDA context, NCCL and cuBLAS, created before vLLM measures, so outside gpuMemoryUtilization."""
+    vllm_margin_gib: float = Field(default=DEFAULT_VLLM_MARGIN_GIB, ge=0)
+    """Kept free on every GPU a vLLM server uses (and off a profiled KV cache) for the accounting's estimates."""
 
 
 
@@ -83,6 +87,12 @@ def _node_problems(cfg: StackConfig) -> list[str]:
             problems.append(f"{key('nodes', i, 'name')}: node {node.name!r} is listed twice; give each node once")
         indexes = [g.index for g in node.gpus]
         for j, gpu in enumerate(node.gpus):
+            if (gpu.model is None) == (gpu.vram_gib is None):
+                problems.append(f"{key('nodes', i, 'gpus', j)}: give the GPU's model (one of: {', '.join(GPU_MODELS)}) "
+                                "or its vramGiB as CUDA reports it, not both")
+            elif gpu.model is not None and gpu.model not in GPU_MODELS:
+                problems.append(f"{key('nodes', i, 'gpus', j, 'model')}: {gpu.model!r} is not in the GPU catalog; use one of: "
+                                f"{', '.join(GPU_MODELS)}, or set vramGiB as CUDA reports it")
             if indexes.count(gpu.index) > 1:
                 problems.append(f"{key('nodes', i, 'gpus', j, 'index')}: GPU index {gpu.index} is listed twice on node {node.name}")
         if node.reserve.cpu >= node.cpu:

@@ -75,7 +75,7 @@ class Vllm(_Model):
 
 TYPED_FLAGS = frozenset({
     "--model", "--served-model-name", "--tensor-parallel-size", "-tp", "--max-model-len", "--max-num-seqs",
-    "--max-num-batched-tokens", "--gpu-memory-utilization", "--device-memory-utilization", "--dtype",
+    "--max-num-batched-tokens", "--gpu-memory-utilization", "--kv-cache-memory-bytes", "--device-memory-utilization", "--dtype",
     "--quantization", "-q", "--kv-cache-dtype", "--trust-remote-code", "--no-trust-remote-code",
     "--enable-lora", "--disable-lora", "--lora-modules", "--max-loras", "--max-lora-rank",
     "--port", "--host", "--download-dir", "--api-key", "--hf-token",
