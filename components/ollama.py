@@ -85,6 +85,8 @@ def server_env(w: OllamaWorkload) -> dict[str, str]:
         sorted(
             {
                 "HOME": HOME_DIR,
+                # llama-server keeps this much of the GPU free (in MiB), the margin the plan checked each pod against.
+                "LLAMA_ARG_FIT_TARGET": str(w.fit_target_mib),
                 "OLLAMA_CONTEXT_LENGTH": str(s.context_length),
                 "OLLAMA_HOST": f"0.0.0.0:{OLLAMA.port}",
                 "OLLAMA_KEEP_ALIVE": str(s.keep_alive),

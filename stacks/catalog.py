@@ -38,8 +38,12 @@ class OllamaEngine:
     medium_batch_surcharge_bytes: int = 768 * MIB
     large_batch_above_tokens: int = 32768
     large_batch_surcharge_bytes: int = 2 * GIB
-    # A model loads wholly on a GPU only if predicted <= 80 % of that GPU's free memory.
+    # With several visible GPUs Ollama puts a model wholly on one only if predicted <= 80 % of its free memory
+    # (sched.go bestSingleGPUFit); with one visible GPU that rule is skipped (selectLlamaServerPlacement, sched.go:974).
     whole_load_fraction: float = 0.80
+    # With one visible GPU, llama-server --fit offloads layers to the CPU when its allocation would exceed free
+    # memory minus this target (llama.cpp fit_params_target, 1024 MiB; env LLAMA_ARG_FIT_TARGET, in MiB).
+    fit_target_mib: int = 1024
 
     def surcharge_bytes(self, effective_context: int) -> int:
         if effective_context > self.large_batch_above_tokens:

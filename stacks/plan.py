@@ -180,6 +180,8 @@ class OllamaWorkload:
     node: str
     gpu: GpuRef
     pods: tuple[PodVram, ...]
+    fit_target_mib: int = OLLAMA.fit_target_mib
+    """LLAMA_ARG_FIT_TARGET the pods get (plan.ollamaFitTargetMiB), so llama-server keeps what the plan checked."""
 
     @property
     def deployment_name(self) -> str:
@@ -199,6 +201,10 @@ class OllamaWorkload:
 class GpuPlan:
     gpu: GpuRef
     pods: list[PodVram | VllmShare] = field(default_factory=list)
+    fit_target_bytes: int = 0
+    """plan.ollamaFitTargetMiB: llama-server's --fit keeps this much free."""
+    whole_load_rule: bool = False
+    """plan.ollamaWholeLoadRule: also apply Ollama's 80 % rule."""
 
     @property
     def allocated_bytes(self) -> int:
@@ -213,10 +219,14 @@ class GpuPlan:
         return self.gpu.capacity_bytes - (self.allocated_bytes - pod.total_bytes)
 
     def loads_whole(self, pod: PodVram | VllmShare) -> bool:
-        """Ollama's whole-load rule; a vLLM server either gets its share at start or fails to start."""
+        """An Ollama pod, loading last, gets every layer on the GPU: pinned to one GPU, llama-server --fit places all
+        layers when its allocation (weights, KV, compute, CUDA context) stays within free memory minus the fit target;
+        with plan.ollamaWholeLoadRule, Ollama's 80 % rule must hold too. A vLLM server gets its share or does not start."""
         if isinstance(pod, VllmShare):
             return True
-        return pod.predicted_bytes <= OLLAMA.whole_load_fraction * self.free_at_load_bytes(pod)
+        free = self.free_at_load_bytes(pod)
+        fits = pod.total_bytes <= free - self.fit_target_bytes
+        return fits and (not self.whole_load_rule or pod.predicted_bytes <= OLLAMA.whole_load_fraction * free)
 
 
 @dataclass
@@ -374,7 +384,8 @@ def _gpu_plans(cfg: StackConfig) -> dict[tuple[str, int], GpuPlan]:
     for i, node in enumerate(cfg.nodes):
         for j, gpu in enumerate(node.gpus):
             ref = GpuRef(node.name, gpu.index, gpu_capacity_bytes(gpu), gpu.uuid, gpu.pci_bus_id, ("nodes", i, "gpus", j), gpu.model or "")
-            gpus[(node.name, gpu.index)] = GpuPlan(ref)
+            gpus[(node.name, gpu.index)] = GpuPlan(ref, fit_target_bytes=cfg.plan.ollama_fit_target_mib * 2**20,
+                                                   whole_load_rule=cfg.plan.ollama_whole_load_rule)
     return gpus
 
 
@@ -396,7 +407,8 @@ def _place_ollama(cfg: StackConfig, gpus: dict[tuple[str, int], GpuPlan], nodes:
         node_plan.cpu_requests += server.cpu * server.replicas
         node_plan.memory_requests_gib += server.memory_gib * server.replicas
         node_plan.pods.extend(p.name for p in pods)
-        workloads.append(OllamaWorkload(role, path, server, adapter, cfg.ollama.base_model, node.name, gpu_plan.gpu, pods))
+        workloads.append(OllamaWorkload(role, path, server, adapter, cfg.ollama.base_model, node.name, gpu_plan.gpu, pods,
+                                        cfg.plan.ollama_fit_target_mib))
     return workloads
 
 
@@ -667,7 +679,7 @@ def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dic
         template = max(node.gpus, key=gpu_capacity_bytes)
         capacity = gpu_capacity_bytes(template)
         for extra in range(1, 33):
-            trial = {k: GpuPlan(g.gpu, list(g.pods)) for k, g in gpus.items()}
+            trial = {k: GpuPlan(g.gpu, list(g.pods), g.fit_target_bytes, g.whole_load_rule) for k, g in gpus.items()}
             for i in range(extra):
                 ref = GpuRef(node.name, 1000 + i, capacity, None, None, (), template.model or "")
                 trial[(node.name, 1000 + i)] = GpuPlan(ref)
@@ -700,6 +712,21 @@ def _pod_figures(p: PodVram | VllmShare) -> str:
     )
 
 
+def _offload_problem(plan: Plan, g: GpuPlan, p: PodVram, where: str) -> str:
+    free = g.free_at_load_bytes(p)
+    room = free - g.fit_target_bytes
+    if p.total_bytes > room:
+        why = (f"it needs {p.total_bytes / GIB:.2f} GiB (Ollama's prediction {p.predicted_bytes / GIB:.2f} + CUDA context), more than "
+               f"that less llama-server's fit target of {g.fit_target_bytes / 2**20:g} MiB ({room / GIB:.2f} GiB)")
+        short = p.total_bytes - room
+    else:
+        why = (f"Ollama predicts {p.predicted_bytes / GIB:.2f} GiB, above 80 % of that ({OLLAMA.whole_load_fraction * free / GIB:.2f} GiB; "
+               f"plan.ollamaWholeLoadRule)")
+        short = p.predicted_bytes / OLLAMA.whole_load_fraction - free
+    return (f"{where}: {p.name} would not load wholly on the GPU: loading last it sees {free / GIB:.2f} GiB free, and {why}; "
+            f"it would offload layers to the CPU. Leave at least {short / GIB:.2f} GiB more free on this GPU [{_servers_on(plan, g)}]")
+
+
 def plan_problems(plan: Plan) -> list[str]:
     problems: list[str] = []
     for g in plan.used_gpus():
@@ -726,13 +753,7 @@ def plan_problems(plan: Plan) -> list[str]:
             continue
         for p in g.pods:
             if not g.loads_whole(p):
-                free = g.free_at_load_bytes(p)
-                problems.append(
-                    f"{where}: {p.name} would not load wholly on the GPU: loading last it sees {(free) / GIB:.2f} GiB free, "
-                    f"and Ollama predicts {(p.predicted_bytes) / GIB:.2f} GiB, above 80 % of that ({(OLLAMA.whole_load_fraction * free) / GIB:.2f} GiB); "
-                    f"it would offload layers to the CPU. Leave at least {(p.predicted_bytes / OLLAMA.whole_load_fraction - free) / GIB:.2f} GiB "
-                    f"more free on this GPU [{_servers_on(plan, g)}]"
-                )
+                problems.append(_offload_problem(plan, g, p, where))
     for i, n in enumerate(plan.nodes):
         if n.cpu_requests > n.cpu_allocatable + 1e-9:
             problems.append(

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 from stacks.loader import stack_from
-from tests.conftest import problems_of, stack_raw, variant
+from tests.conftest import plan_of, problems_of, stack_raw, variant
 from tools.offline import ROOT
 
 GiB = 2**30
@@ -92,23 +92,44 @@ def test_seed_literal_layout_is_over_committed_with_its_figure():
     assert not any("CPU" in p or "RAM" in p for p in problems)
 
 
-def test_brim_full_gpu_fails_the_whole_load_rule():
-    """Fits in capacity (19.33 of 20 GiB), but the chatbot pod would spill onto the CPU if it loads last."""
+def test_brim_full_gpu_fails_llama_servers_fit():
+    """Fits in capacity (19.33 of 20 GiB), but the chatbot pod would spill onto the CPU if it loads last: pinned to
+    one GPU, llama-server --fit keeps its allocation within free memory minus its 1024 MiB target."""
 
     def edit(r):
         r["ollama"]["adapters"]["chatbot"]["contextLength"] = 4096  # 49,152 tokens: 6 GiB KV, large batch
 
     problems = problems_of(variant(edit))
-    chat_predicted = WEIGHTS + 6 * GiB + LARGE
+    chat_total = WEIGHTS + 6 * GiB + LARGE + CUDA
     base_total = WEIGHTS + GiB + MEDIUM + CUDA
-    assert WEIGHTS * 2 + 7 * GiB + LARGE + MEDIUM + 2 * CUDA < 20 * GiB  # no over-commit
+    assert chat_total + base_total < 20 * GiB  # no over-commit
     free = 20 * GiB - base_total
     assert len(problems) == 2  # whichever loads last spills: both pods are named
     base, chat = problems
     assert chat.startswith("llm-infra:nodes[0].gpus[0] (GPU 0 on node workstation): ollama-adapter-chatbot would not load wholly")
-    assert f"sees {free / GiB:.2f} GiB free, and Ollama predicts {chat_predicted / GiB:.2f} GiB" in chat
-    assert f"above 80 % of that ({0.8 * free / GiB:.2f} GiB)" in chat
-    assert "sees 7.21 GiB free, and Ollama predicts 6.09 GiB, above 80 % of that (5.77 GiB)" in base
+    assert (f"sees {free / GiB:.2f} GiB free, and it needs {chat_total / GiB:.2f} GiB (Ollama's prediction "
+            f"{(chat_total - CUDA) / GiB:.2f} + CUDA context), more than that less llama-server's fit target of 1024 MiB "
+            f"({(free - 2**30) / GiB:.2f} GiB)") in chat
+    assert f"Leave at least {(chat_total - free + 2**30) / GiB:.2f} GiB more free" in chat
+    assert "sees 7.21 GiB free, and it needs 6.54 GiB" in base
+
+
+def test_whole_load_rule_is_an_opt_in_policy():
+    """Ollama's 80 % rule (it applies it only when a server sees several GPUs) can be required as a stricter policy."""
+    def edit(r, rule):
+        r["plan"] = {"ollamaWholeLoadRule": rule, "ollamaFitTargetMiB": 0}
+        r["ollama"]["adapters"]["chatbot"]["contextLength"] = 4096
+
+    # With no fit target the 4096-context chatbot fits; only the 80 % policy refuses it.
+    assert all(g.loads_whole(p) for g in plan_of(variant(lambda r: edit(r, False))).gpus for p in g.pods)
+    strict = problems_of(variant(lambda r: edit(r, True)))
+    assert any("ollama-adapter-chatbot would not load wholly" in p and "above 80 % of that" in p
+               and "plan.ollamaWholeLoadRule" in p for p in strict)
+
+
+def test_pods_get_the_fit_target_the_plan_checked(dev_run):
+    env = {e["name"]: e["value"] for e in dev_run.find("Deployment", "ollama-base")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LLAMA_ARG_FIT_TARGET"] == "1024"
 
 
 def test_exclusive_mode_rejects_sharing_a_gpu():

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from stacks.catalog import GPU_MODELS, DEFAULT_CUDA_CONTEXT_GIB, DEFAULT_VLLM_CONTEXT_GIB, DEFAULT_VLLM_MARGIN_GIB
+from stacks.catalog import GPU_MODELS, OLLAMA, DEFAULT_CUDA_CONTEXT_GIB, DEFAULT_VLLM_CONTEXT_GIB, DEFAULT_VLLM_MARGIN_GIB
 from stacks.config.base import DNS_SUBDOMAIN, GPU_UUID, PCI_BUS_ID, QUANTITY, _Model, key
 
 if TYPE_CHECKING:
@@ -71,6 +71,10 @@ class ModelCache(_Model):
 class Plan(_Model):
     cuda_context_gib: float = Field(default=DEFAULT_CUDA_CONTEXT_GIB, ge=0)
     """VRAM each GPU process holds for its CUDA context, which Ollama's estimate leaves out."""
+    ollama_fit_target_mib: int = Field(default=OLLAMA.fit_target_mib, ge=0)
+    """`LLAMA_ARG_FIT_TARGET` on every Ollama pod: llama-server keeps this much of its GPU free, offloading layers to the CPU otherwise; the plan checks each pod loads within free memory minus it."""
+    ollama_whole_load_rule: bool = False
+    """Stricter policy: also require Ollama's multi-GPU rule (prediction at most 80 % of the memory free at load), which Ollama itself skips for a server that sees one GPU."""
     vllm_context_gib: float = Field(default=DEFAULT_VLLM_CONTEXT_GIB, ge=0)
     """Per vLLM process and GPU: CUDA context, NCCL and cuBLAS, created before vLLM measures, so outside gpuMemoryUtilization."""
     vllm_margin_gib: float = Field(default=DEFAULT_VLLM_MARGIN_GIB, ge=0)
