@@ -35,6 +35,8 @@ class InvalidStack(pulumi.RunError):
 
 def _decode(value: Any) -> Any:
     """Structured config reaches the program as JSON text; plain strings stay strings."""
+    if value == "null":  # `key: ~` in a stack file
+        return None
     if isinstance(value, str) and value[:1] in ("{", "["):
         try:
             return json.loads(value)

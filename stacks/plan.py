@@ -663,13 +663,18 @@ def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dic
                        allow: VllmAllowances) -> list[str]:
     """Name each pod that has no room, and what the node would need to place them all."""
     out = []
+    by_model: dict[str, list[VllmWorkload]] = {}
     for w in unplaced:
+        by_model.setdefault(w.key, []).append(w)
+    for group in by_model.values():
+        w = group[0]
         node = next(n for n in cfg.nodes if w.spec.node in (None, n.name))
         free = ", ".join(f"{g.gpu.index}: {(g.free_bytes) / GIB:.2f}" for (n, _), g in gpus.items() if n == node.name)
         where = "its pinned GPUs" if w.spec.gpus else f"{w.spec.tensor_parallel} GPU(s) of one node"
         need = w.spec.gpu_memory_utilization * gpu_capacity_bytes(node.gpus[0]) + allow.context_bytes if node.gpus else 0
         out.append(
-            f"{key(*w.config_path)}: no room for {w.deployment_name}: it needs {w.spec.gpu_memory_utilization:g} of {where} "
+            f"{key(*w.config_path)}: no room for {listing([x.deployment_name for x in group])}"
+            f"{f' ({len(group)} of its {w.spec.replicas} replicas)' if len(group) > 1 else ''}: each needs {w.spec.gpu_memory_utilization:g} of {where} "
             f"plus its {allow.context_bytes / GIB:.2f} GiB context ({need / GIB:.2f} GiB each), and every GPU keeps a "
             f"{allow.margin_bytes / GIB:.2f} GiB margin; free GiB per GPU on node {node.name}: {free or 'no GPUs'}"
         )
@@ -690,6 +695,12 @@ def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dic
                 )
                 break
     return out
+
+
+def listing(items: list[str], limit: int = 4, sep: str = ", ") -> str:
+    """At most `limit` items, then how many more: a thousand replicas make one short line."""
+    head = sep.join(items[:limit])
+    return head if len(items) <= limit else f"{head}{sep}... and {len(items) - limit} more"
 
 
 def _take(w: VllmWorkload, node: Node, gpus: dict[tuple[str, int], GpuPlan], allow: VllmAllowances, exclusive: bool) -> bool:
@@ -734,7 +745,7 @@ def plan_problems(plan: Plan) -> list[str]:
         if plan.mode == "exclusive" and len(g.pods) > 1:
             problems.append(
                 f"{where}: gpuSharing.mode exclusive gives each pod a whole GPU, but {len(g.pods)} pods are planned on it "
-                f"({', '.join(p.name for p in g.pods)}); use one pod per GPU or mode dra / visible-devices [{_servers_on(plan, g)}]"
+                f"({listing([p.name for p in g.pods])}); use one pod per GPU or mode dra / visible-devices [{_servers_on(plan, g)}]"
             )
         margin = plan.vllm_margin_bytes if any(isinstance(p, VllmShare) for p in g.pods) else 0
         if margin and g.allocated_bytes <= g.gpu.capacity_bytes < g.allocated_bytes + margin:
@@ -747,7 +758,7 @@ def plan_problems(plan: Plan) -> list[str]:
             problems.append(
                 f"{where}: over-committed: {len(g.pods)} pods need {(g.allocated_bytes) / GIB:.2f} GiB of its "
                 f"{(g.gpu.capacity_bytes) / GIB:.2f} GiB ({(-g.free_bytes) / GIB:.2f} GiB too much): "
-                f"{'; '.join(_pod_figures(p) for p in g.pods)}. Every Ollama pod holds its own copy of the weights; "
+                f"{listing([_pod_figures(p) for p in g.pods], sep='; ')}. Every Ollama pod holds its own copy of the weights; "
                 f"lower replicas, parallel or contextLength, or move a server to another GPU [{_servers_on(plan, g)}]"
             )
             continue
@@ -758,12 +769,12 @@ def plan_problems(plan: Plan) -> list[str]:
         if n.cpu_requests > n.cpu_allocatable + 1e-9:
             problems.append(
                 f"{key('nodes', i)} (node {n.node.name}): pods request {n.cpu_requests:g} CPU but the node has "
-                f"{n.cpu_allocatable:g} after its reserve of {n.node.reserve.cpu:g}; lower cpu or replicas of its pods ({', '.join(n.pods)})"
+                f"{n.cpu_allocatable:g} after its reserve of {n.node.reserve.cpu:g}; lower cpu or replicas of its pods ({listing(n.pods)})"
             )
         if n.memory_requests_gib > n.memory_allocatable_gib + 1e-9:
             problems.append(
                 f"{key('nodes', i)} (node {n.node.name}): pods request {n.memory_requests_gib:g} GiB RAM but the node has "
-                f"{n.memory_allocatable_gib:g} GiB after its reserve of {n.node.reserve.memory_gib:g} GiB; lower memoryGiB or replicas of its pods ({', '.join(n.pods)})"
+                f"{n.memory_allocatable_gib:g} GiB after its reserve of {n.node.reserve.memory_gib:g} GiB; lower memoryGiB or replicas of its pods ({listing(n.pods)})"
             )
     return problems
 

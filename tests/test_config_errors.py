@@ -25,7 +25,7 @@ CASES = [
     ("typo'd top-level key", lambda r: r.update(olama={}), "llm-infra:olama: unknown key; did you mean 'ollama'?"),
     ("zero replicas", lambda r: chatbot(r).update(replicas=0), f"{A}.chatbot.replicas: Input should be greater than or equal to 1"),
     ("negative parallel", lambda r: r["ollama"]["base"].update(parallel=-2), "llm-infra:ollama.base.parallel: Input should be greater than or equal to 1"),
-    ("zero VRAM", lambda r: r["nodes"][0]["gpus"][1].update(vramGiB=0), "llm-infra:nodes[0].gpus[1].vramGiB: Input should be greater than 0"),
+    ("zero VRAM", lambda r: r["nodes"][0]["gpus"][1].update(vramGiB=0), "llm-infra:nodes[0].gpus[1].vramGiB: 0 GiB is not a plausible GPU memory (1 to 1024 GiB)"),
     ("GPU that does not exist", lambda r: chatbot(r).update(gpu=2), f"{A}.chatbot.gpu: node workstation has no GPU 2 (it has: 0, 1)"),
     ("malformed duration", lambda r: chatbot(r).update(keepAlive="10 minutes"), f"{A}.chatbot.keepAlive: '10 minutes' is not a duration"),
     ("missing required key", lambda r: chatbot(r).pop("contextLength"), f"{A}.chatbot.contextLength: required key is missing"),

@@ -161,14 +161,14 @@ def test_servers_sharing_a_gpu_must_fit_their_fractions():
     free = [L40 - math.ceil(0.9 * L40) - GiB // 2, L40 - math.ceil(0.8 * L40) - GiB // 2,
             L40 - 2 * math.ceil(0.45 * L40) - GiB, L40 - math.ceil(0.25 * L40) - GiB // 2]
     assert [f"{f / GiB:.2f}" for f in free] == ["3.94", "8.38", "3.44", "32.80"]
-    assert problems == ["llm-infra:vllm.models.llama-8b: no room for vllm-llama-8b: it needs 0.6 of its pinned GPUs plus its "
+    assert problems == ["llm-infra:vllm.models.llama-8b: no room for vllm-llama-8b: each needs 0.6 of its pinned GPUs plus its "
                         f"0.50 GiB context ({(0.6 * L40 + GiB / 2) / GiB:.2f} GiB each), and every GPU keeps a 1.00 GiB margin; "
                         "free GiB per GPU on node l40-node: 0: 3.94, 1: 8.38, 2: 3.44, 3: 32.80"]
 
 
 def test_plan_names_what_more_the_node_needs():
     problems = stack_problems(variant(lambda r: r["vllm"]["models"]["llama-8b-multi"].update(replicas=3), "lab"))
-    assert problems[0].startswith("llm-infra:vllm.models.llama-8b-multi: no room for vllm-llama-8b-multi-2: it needs 0.45 of 1 GPU(s) of one node")
+    assert problems[0].startswith("llm-infra:vllm.models.llama-8b-multi: no room for vllm-llama-8b-multi-2: each needs 0.45 of 1 GPU(s) of one node")
     assert problems[1] == ("llm-infra:nodes[0].gpus: to place everything, node l40-node needs 1 more GPU(s) of 44.40 GiB "
                            "(like its GPU 0), or lower gpuMemoryUtilization / replicas")
 

@@ -83,20 +83,30 @@ def _format(err: dict[str, Any]) -> str:
         return f"{path}: required key is missing; add it to the stack config"
     msg = err["msg"]
     if kind == "string_pattern_mismatch":
-        msg = f"{err['input']!r} has the wrong form (expected {err['ctx']['pattern']})"
+        msg = f"{short(err['input'])} has the wrong form (expected {err['ctx']['pattern']})"
     elif kind == "value_error":
         msg = msg.removeprefix("Value error, ")
     else:
-        msg = f"{msg}, got {err['input']!r}"
+        msg = f"{msg}, got {short(err['input'])}"
     return f"{path}: {msg}"
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """A value for an error message: its repr, cut to `limit` characters (a large value is never echoed whole)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 15]}... ({len(text)} chars)"
 
 
 def parse_config(raw: dict[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:
     """Validate the stack's `llm-infra:*` values (top-level key -> value) into a StackConfig."""
+    empty = [f"{key(k)}: empty value (`~` or nothing after the colon); give a value, or remove the key to use its default"
+             for k, v in sorted(raw.items()) if v is None or (isinstance(v, str) and not v.strip())]
+    if empty:
+        raise ConfigError(empty)
     try:
         cfg = StackConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError([_format(e) for e in exc.errors()]) from None
+        raise ConfigError(list(dict.fromkeys(_format(e) for e in exc.errors()))) from None
     problems = cross_field_problems(cfg, secret_keys)
     if problems:
         raise ConfigError(problems)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from stacks.catalog import GPU_MODELS, OLLAMA, DEFAULT_CUDA_CONTEXT_GIB, DEFAULT_VLLM_CONTEXT_GIB, DEFAULT_VLLM_MARGIN_GIB
 from stacks.config.base import DNS_SUBDOMAIN, GPU_UUID, PCI_BUS_ID, QUANTITY, _Model, key
@@ -18,12 +18,21 @@ class Gpu(_Model):
     """GPU index as `nvidia-smi -L` lists it on the node."""
     model: str | None = None
     """GPU model from the catalog (`A100-80GB`, `H100-80GB`, `L40S`, ...): the plan uses the memory CUDA reports for it."""
-    vram_gib: float | None = Field(default=None, gt=0)
+    vram_gib: float | None = None
     """Or the total memory in GiB as CUDA reports it (`torch.cuda.mem_get_info()[1] / 2**30`, or the `/<total> GiB` vLLM logs at start), not the nameplate."""
     uuid: str | None = Field(default=None, pattern=GPU_UUID)
     """GPU UUID (`GPU-...` from `nvidia-smi -L`): selects it in `dra` mode and pins it in `visible-devices` mode."""
     pci_bus_id: str | None = Field(default=None, pattern=PCI_BUS_ID)
     """PCI bus id (`0000:01:00.0`): an alternative selector for `dra` mode."""
+
+
+    @field_validator("vram_gib")
+    @classmethod
+    def _plausible_vram(cls, v: float | None) -> float | None:
+        if v is not None and not 1 <= v <= 1024:
+            hint = f"; was it given in MiB? {v:g} MiB is {v / 1024:.2f} GiB" if v > 1024 else ""
+            raise ValueError(f"{v:g} GiB is not a plausible GPU memory (1 to 1024 GiB){hint}")
+        return v
 
 
 class Reserve(_Model):
