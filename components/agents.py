@@ -15,6 +15,7 @@ import pulumi_kubernetes as k8s
 
 from components.labels import labels, meta
 from stacks.graph import AgentRoute
+from stacks.names import agent_config_map
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class AgentRoutes(pulumi.ComponentResource):
         super().__init__("llm-infra:serving:AgentRoutes", name, None, opts)
         self.config_maps = {}
         for agent in args.agents:
-            cm = f"agent-{agent.name}"
+            cm = agent_config_map(agent.name)
             self.config_maps[agent.name] = k8s.core.v1.ConfigMap(
                 f"{name}-{agent.name}",
                 metadata=meta(cm, args.namespace, labels("agent-routing", cm, "agent-config"),

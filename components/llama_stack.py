@@ -30,6 +30,7 @@ from components.model_cache import MOUNT_PATH, ModelCache
 from components.vllm import HF_HOME
 from stacks.catalog import LLAMA_STACK
 from stacks.graph import EMBEDDINGS_PROVIDER, LlamaStackPlan
+from stacks.names import stack_config_map
 
 STATE_DIR = f"{MOUNT_PATH}/llama-stack"
 """Llama Stack's SQLite stores, Milvus database and uploaded files, on the model cache volume."""
@@ -153,7 +154,7 @@ class LlamaStack(pulumi.ComponentResource):
         text = config_yaml(stack)
         self.config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
-            metadata=meta(f"{svc}-config", args.namespace, lab),
+            metadata=meta(stack_config_map(svc), args.namespace, lab),
             data={LLAMA_STACK.config_key: text},
             opts=child,
         )
@@ -187,7 +188,7 @@ class LlamaStack(pulumi.ComponentResource):
             security_context=k8s.core.v1.PodSecurityContextArgs(seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")),
             containers=[container],
             volumes=[
-                k8s.core.v1.VolumeArgs(name="config", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=f"{svc}-config")),
+                k8s.core.v1.VolumeArgs(name="config", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=stack_config_map(svc))),
                 k8s.core.v1.VolumeArgs(name="models", persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(
                     claim_name=args.cache.claim_for(stack.node, svc))),
             ],

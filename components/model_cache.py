@@ -21,6 +21,7 @@ import pulumi_kubernetes as k8s
 
 from components.labels import labels, meta
 from stacks.config import ModelCache as ModelCacheSpec
+from stacks.names import cache_claim_name, cache_pv_name
 
 MOUNT_PATH = "/models"
 
@@ -63,8 +64,8 @@ class ModelCache(pulumi.ComponentResource):
 
         if spec.mode == "hostPath":
             for node in args.nodes:
-                pv_name = f"{args.namespace}-model-cache-{node}"
-                claim = f"model-cache-{node}"
+                pv_name = cache_pv_name(args.namespace, node)
+                claim = cache_claim_name("hostPath", node)
                 self.volumes.append(
                     k8s.core.v1.PersistentVolume(
                         f"{name}-{node}-pv",
@@ -83,10 +84,10 @@ class ModelCache(pulumi.ComponentResource):
                 )
                 self._claim(name, node, claim, args.namespace, lab, "ReadWriteOnce", "", pv_name, spec.size, keep)
         elif spec.mode == "rwx":
-            self._claim(name, "*", "model-cache", args.namespace, lab, "ReadWriteMany", storage_class, None, spec.size, keep)
+            self._claim(name, "*", cache_claim_name("rwx", ""), args.namespace, lab, "ReadWriteMany", storage_class, None, spec.size, keep)
         else:
             for workload in args.workloads:
-                self._claim(name, workload, f"model-cache-{workload}", args.namespace, lab, "ReadWriteOnce", storage_class, None, spec.size, keep)
+                self._claim(name, workload, cache_claim_name("perPod", workload), args.namespace, lab, "ReadWriteOnce", storage_class, None, spec.size, keep)
 
         self.register_outputs({"mode": spec.mode, "claims": self.claims})
 

@@ -23,15 +23,17 @@ from components.gpu import gpu_pod_fields
 from components.labels import labels, meta, selector
 from components.model_cache import MOUNT_PATH, ModelCache
 from components.pods import gpu_pod_spec, no_surge
-from stacks.catalog import OLLAMA, OLLAMA_MODELS
+from stacks.catalog import OLLAMA
 from stacks.config import GpuSharing
+from stacks.names import ENSURE_MODEL_CONFIG
 from stacks.plan import OllamaWorkload
+from stacks.timing import OLLAMA_PROBE_PERIOD_SECONDS as PROBE_PERIOD_SECONDS
+from stacks.timing import ollama_rollout_seconds
 
 MODELS_DIR = f"{MOUNT_PATH}/ollama"
 HOME_DIR = "/ollama-home"
 SCRIPTS_DIR = "/scripts"
 INIT_PORT = 11435
-PROBE_PERIOD_SECONDS = 5
 
 ENSURE_MODEL_SH = r"""#!/bin/sh
 # ensure-model: make this pod's model ready before the server container starts.
@@ -119,14 +121,6 @@ def ensure_model_env(w: OllamaWorkload) -> dict[str, str]:
     return dict(sorted(env.items()))
 
 
-def rollout_budget_seconds(w: OllamaWorkload, pull_mib_per_second: float, server_start_seconds: int) -> int:
-    """Worst case from rollout start to Ready: first pull of the weights, the private server's
-    start and the real server's start."""
-    weights = OLLAMA_MODELS[w.base_model].file_bytes
-    pull = weights / (pull_mib_per_second * 1024**2)
-    return math.ceil(pull + 2 * server_start_seconds)
-
-
 @dataclass(frozen=True)
 class OllamaAdapterPoolArgs:
     namespace: str
@@ -149,7 +143,7 @@ class OllamaAdapterPool(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.script = k8s.core.v1.ConfigMap(
             f"{name}-ensure-model",
-            metadata=meta("ollama-ensure-model", args.namespace, labels("ollama", "ollama-ensure-model", "model-init")),
+            metadata=meta(ENSURE_MODEL_CONFIG, args.namespace, labels("ollama", ENSURE_MODEL_CONFIG, "model-init")),
             data={"ensure-model.sh": ENSURE_MODEL_SH},
             opts=child,
         )
@@ -163,7 +157,7 @@ class OllamaAdapterPool(pulumi.ComponentResource):
         lab = labels("ollama", w.deployment_name, component)
         gpu = gpu_pod_fields(args.gpu_sharing, [w.gpu], cuda_env=True)
         s = w.server
-        budget = rollout_budget_seconds(w, args.pull_mib_per_second, args.server_start_seconds)
+        budget = ollama_rollout_seconds(w, args.pull_mib_per_second, args.server_start_seconds)
         requests = {"cpu": f"{s.cpu:g}", "memory": f"{round(s.memory_gib * 1024)}Mi"}
         limits = {"memory": requests["memory"], **({"cpu": f"{s.cpu_limit:g}"} if s.cpu_limit else {}), **gpu.limits}
         mounts = [
@@ -230,7 +224,7 @@ class OllamaAdapterPool(pulumi.ComponentResource):
                             k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
                             k8s.core.v1.VolumeArgs(
                                 name="scripts",
-                                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name="ollama-ensure-model", default_mode=0o555),
+                                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=ENSURE_MODEL_CONFIG, default_mode=0o555),
                             ),
                         ],
                     ),

@@ -15,8 +15,8 @@ from components.safety import SafetyModel, SafetyModelArgs
 from components.vllm import HF_TOKEN_KEY, VllmModel, VllmModelArgs
 from stacks.config import Vllm
 from stacks.loader import Stack
+from stacks.names import HF_SECRET
 
-HF_SECRET = "huggingface-token"
 
 
 class Topology(pulumi.ComponentResource):
@@ -35,7 +35,8 @@ class Topology(pulumi.ComponentResource):
         keep = pulumi.ResourceOptions(parent=self, provider=adopting, retain_on_delete=True)
 
         # The namespace holds the cache claims: deleting it would delete them, so destroy keeps it.
-        ns = k8s.core.v1.Namespace(
+        # An existing namespace (existingNamespace) is used as it is: never created, adopted or relabelled.
+        ns = None if cfg.existing_namespace else k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata=meta(
                 cfg.namespace,
@@ -48,7 +49,7 @@ class Topology(pulumi.ComponentResource):
             ),
             opts=keep,
         )
-        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns] if ns else [])
 
         cache = ModelCache(
             "model-cache",
@@ -62,7 +63,7 @@ class Topology(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(provider=adopting)),
         )
-        depends: list[pulumi.Resource] = [ns, cache]
+        depends: list[pulumi.Resource] = [r for r in (ns, cache) if r is not None]
         if cfg.gpu_sharing.mode == "dra":
             depends.append(
                 GpuClaims("gpu-claims", GpuClaimsArgs(cfg.namespace, cfg.gpu_sharing, [g.gpu for g in plan.used_gpus()]), opts=in_ns)

@@ -24,9 +24,10 @@ from components.pods import gpu_pod_spec, no_surge
 from stacks.catalog import VLLM
 from stacks.config import GpuSharing, Vllm
 from stacks.plan import VllmWorkload, shm_gib
+from stacks.timing import VLLM_PROBE_PERIOD_SECONDS as PROBE_PERIOD_SECONDS
+from stacks.timing import vllm_startup_seconds
 
 HF_HOME = f"{MOUNT_PATH}/huggingface"
-PROBE_PERIOD_SECONDS = 10
 HF_TOKEN_KEY = "HF_TOKEN"
 
 
@@ -63,13 +64,6 @@ def vllm_args(w: VllmWorkload) -> list[str]:
         if s.max_lora_rank is not None:
             args += ["--max-lora-rank", str(s.max_lora_rank)]
     return args + list(s.extra_args)
-
-
-def startup_budget_seconds(w: VllmWorkload, timing: Vllm) -> int:
-    """First start: download the checkpoint, load it from the cache, compile and profile."""
-    size = w.weights_bytes
-    mib = 1024**2
-    return math.ceil(size / (timing.download_mib_per_second * mib) + size / (timing.load_mib_per_second * mib) + timing.compile_seconds)
 
 
 def vllm_env(budget: int) -> dict[str, str]:
@@ -126,7 +120,7 @@ class VllmModel(pulumi.ComponentResource):
         s = w.spec
         pod_labels = {**svc_labels, "llm-infra/pod": w.deployment_name}
         gpu = gpu_pod_fields(args.gpu_sharing, w.gpus, cuda_env=False)
-        budget = startup_budget_seconds(w, args.timing)
+        budget = vllm_startup_seconds(w, args.timing)
         shm = shm_gib(s)
         memory = f"{round((s.memory_gib + shm) * 1024)}Mi"
         env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted({**vllm_env(budget), **gpu.env}.items())]

@@ -13,6 +13,8 @@ from pulumi.runtime import config as runtime_config
 from stacks.config import PROJECT, StackConfig, parse_config
 from stacks.errors import ConfigError
 from stacks.graph import ServiceGraph, build_graph
+from stacks.names import name_problems
+from stacks.timing import timing_problems
 from stacks.plan import Plan, build_plan
 
 
@@ -82,7 +84,11 @@ def secret_keys() -> frozenset[str]:
 def stack_from(raw: dict[str, Any], secrets: frozenset[str] = frozenset()) -> Stack:
     cfg = parse_config(raw, secrets)
     plan = build_plan(cfg)
-    return Stack(cfg, plan, build_graph(cfg, plan))
+    graph = build_graph(cfg, plan)
+    problems = name_problems(cfg, plan, graph) + timing_problems(cfg, plan)
+    if problems:
+        raise ConfigError(problems)
+    return Stack(cfg, plan, graph)
 
 
 def load_stack() -> Stack:

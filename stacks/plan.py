@@ -430,7 +430,10 @@ def build_plan(cfg: StackConfig) -> Plan:
     if cfg.vllm is not None:
         models.update({k: (("vllm", "models", k), m) for k, m in cfg.vllm.models.items()})
     if multi_lora:
-        models.update({k: (("ollama", "vllm"), m) for k, m in adapter_pool_models(cfg, designs).items()})
+        pool = adapter_pool_models(cfg, designs)
+        plan.problems += [f"{key('vllm', 'models', k)}: the name is taken by the adapter pool's own server on that GPU "
+                          "(ollama.engine vllm); rename the model" for k in sorted(pool.keys() & models.keys())]
+        models.update({k: (("ollama", "vllm"), m) for k, m in pool.items()})
     if models:
         _place_vllm(cfg, plan, gpus, nodes, models)
     if multi_lora:

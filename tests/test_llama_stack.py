@@ -176,7 +176,7 @@ def test_config_change_rolls_the_pod(prod):
 
 
 def test_per_pod_cache_gives_llama_stack_its_own_claim():
-    run = prod_run(lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "local-path"}))
+    run = prod_run(lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "local-path", "storageClassReclaimPolicy": "Retain"}))
     pod = run.find("Deployment", "llamastack-server")["spec"]["template"]["spec"]
     assert {v["name"]: v for v in pod["volumes"]}["models"]["persistentVolumeClaim"]["claimName"] == "model-cache-llamastack-server"
     run.find("PersistentVolumeClaim", "model-cache-llamastack-server")

@@ -40,7 +40,7 @@ def test_destroy_keeps_model_data(dev_run):
 
 
 def test_rwx_one_shared_claim():
-    run = run_raw(variant(lambda r: r.update(modelCache={"mode": "rwx", "storageClassName": "longhorn", "size": "200Gi"})))
+    run = run_raw(variant(lambda r: r.update(modelCache={"mode": "rwx", "storageClassName": "longhorn", "storageClassReclaimPolicy": "Retain", "size": "200Gi"})))
     pvc = run.find("PersistentVolumeClaim", "model-cache")
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"] and pvc["spec"]["storageClassName"] == "longhorn"
     assert pvc["spec"]["resources"]["requests"]["storage"] == "200Gi"

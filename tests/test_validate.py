@@ -26,7 +26,7 @@ def one_pod_per_gpu(raw):
 VARIANTS = {
     "dra": lambda r: r["gpuSharing"].update(mode="dra"),
     "exclusive": one_pod_per_gpu,
-    "rwx": lambda r: r.update(modelCache={"mode": "rwx", "storageClassName": "longhorn"}),
+    "rwx": lambda r: r.update(modelCache={"mode": "rwx", "storageClassName": "longhorn", "storageClassReclaimPolicy": "Retain"}),
     "perPod+class": lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "models", "provisioner": "rancher.io/local-path"}),
 }
 
@@ -60,3 +60,39 @@ def test_validator_catches_a_typo():
     obj["spec"]["sessionAfinity"] = "ClientIP"
     with pytest.raises(kv.ValidationError):
         kv.validate(obj, K8S_VERSION, strict=True)
+
+
+def rendered_names(run) -> set[tuple[str, str | None, str]]:
+    return {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in run.objects()}
+
+
+def planned_names(raw, secrets=frozenset()) -> set[tuple[str, str | None, str]]:
+    from stacks.loader import stack_from
+    from stacks.names import planned_objects
+
+    s = stack_from(raw, secrets)
+    return {(c.kind, c.namespace, c.name) for c in planned_objects(s.config, s.plan, s.graph)}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_name_registry_lists_exactly_what_renders(stack):
+    """The names checked at the edge are the names the components create: no object escapes the check."""
+    raw = stack_raw(stack)
+    assert planned_names(raw, frozenset({"llm-infra:hfToken"})) == rendered_names(run_stack(stack))
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_the_name_registry_lists_exactly_what_renders_in_every_mode(name):
+    raw = variant(VARIANTS[name])
+    assert planned_names(raw) == rendered_names(run_raw(raw))
+
+
+def test_the_name_registry_covers_llama_stack_agents_and_per_pod_claims():
+    from tests.conftest import run_secret_raw
+
+    raw = variant(lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "local-path", "storageClassReclaimPolicy": "Retain"}), "prod")
+    secrets = frozenset({"llm-infra:hfToken"})
+    names = planned_names(raw, secrets)
+    assert ("PersistentVolumeClaim", "llama-serve", "model-cache-llamastack-server") in names
+    assert ("ConfigMap", "llama-serve", "agent-workshop-chat") in names
+    assert names == rendered_names(run_secret_raw(raw, ["hfToken"]))

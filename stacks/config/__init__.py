@@ -28,6 +28,8 @@ __all__ = [
 class StackConfig(_Model):
     namespace: str = Field(default="llama3-multi-adapter", pattern=DNS_LABEL, max_length=63)
     """Namespace of every namespaced object (the seed's `llama3-multi-adapter` keeps its service URLs)."""
+    existing_namespace: bool = False
+    """The namespace exists and is not the stack's: it is used as it is, never created, adopted or relabelled (required for `default` and `kube-*`)."""
     nodes: list[Node] = Field(min_length=1)
     """The cluster's GPU nodes."""
     gpu_sharing: GpuSharing = GpuSharing()
@@ -122,6 +124,9 @@ def cross_field_problems(cfg: StackConfig, secret_keys: frozenset[str] = frozens
         problems += _vllm_problems(cfg, cfg.vllm, secret_keys)
     if cfg.ollama is None and (cfg.vllm is None or not cfg.vllm.models):
         problems.append(f"{key('ollama')}: the stack serves nothing; configure ollama or vllm.models")
+    if (cfg.namespace == "default" or cfg.namespace.startswith("kube-")) and not cfg.existing_namespace:
+        problems.append(f"{key('namespace')}: {cfg.namespace!r} is a system namespace; the stack would adopt it and stamp its Pod "
+                        "Security labels on it. Use a namespace of the stack's own, or set existingNamespace: true to use it as it is")
     problems += llama_stack_problems(cfg)
     problems += _cache_problems(cfg)
     return problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
@@ -75,6 +76,28 @@ class ModelCache(_Model):
     """StorageClass for `rwx`/`perPod` claims (e.g. `longhorn`, `local-path`)."""
     provisioner: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9./]*[a-z0-9])?$")
     """If set, the stack creates `storageClassName` itself with this provisioner and `reclaimPolicy: Retain`, so dynamically provisioned model data survives claim deletion."""
+    storage_class_reclaim_policy: Literal["Retain", "Delete"] | None = None
+    """For a StorageClass the stack does not create: its `reclaimPolicy` (`kubectl get storageclass <name> -o jsonpath='{.reclaimPolicy}'`); `Delete` loses the weights with their claim."""
+    accept_delete_reclaim: bool = False
+    """Use a StorageClass whose reclaimPolicy is Delete anyway: deleting the namespace or a claim then deletes the model data."""
+
+    @field_validator("host_path")
+    @classmethod
+    def _not_a_system_path(cls, v: str) -> str:
+        if ".." in v.split("/"):
+            raise ValueError(f"{v!r} must not contain '..'; give the directory itself")
+        path = posixpath.normpath(v)
+        if path in SYSTEM_ROOTS or any(path == p or path.startswith(p + "/") for p in SYSTEM_DIRS):
+            raise ValueError(f"{v!r} is a system directory (or inside one); the pods would write model files into it. "
+                             "Use a directory of its own such as /var/lib/llm-models")
+        return v
+
+
+# A hostPath cache may not be one of these directories, nor lie inside the second list.
+SYSTEM_ROOTS = frozenset({"/", "/var", "/var/lib", "/home", "/opt", "/srv", "/mnt", "/tmp", "/usr/local"})
+SYSTEM_DIRS = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/boot", "/dev", "/proc", "/sys", "/run",
+               "/root", "/var/run", "/var/log", "/var/lib/kubelet", "/var/lib/rancher", "/var/lib/containerd",
+               "/var/lib/docker", "/var/lib/etcd")
 
 
 class Plan(_Model):
@@ -121,6 +144,15 @@ def _cache_problems(cfg: StackConfig) -> list[str]:
     cache = cfg.model_cache
     if cache.mode in ("rwx", "perPod") and cache.storage_class_name is None:
         problems.append(f"{key('modelCache', 'storageClassName')}: modelCache.mode {cache.mode} needs a StorageClass (e.g. longhorn for rwx, local-path for perPod)")
+    if cache.mode in ("rwx", "perPod") and cache.storage_class_name is not None and cache.provisioner is None:
+        at = key("modelCache", "storageClassReclaimPolicy")
+        if cache.storage_class_reclaim_policy is None:
+            problems.append(f"{at}: modelCache.mode {cache.mode} uses StorageClass {cache.storage_class_name}, which the stack does not "
+                            f"create; say its reclaimPolicy (kubectl get storageclass {cache.storage_class_name} -o jsonpath='{{.reclaimPolicy}}'), "
+                            "or set provisioner so the stack creates it with Retain")
+        elif cache.storage_class_reclaim_policy == "Delete" and not cache.accept_delete_reclaim:
+            problems.append(f"{at}: with reclaimPolicy Delete, deleting the namespace or a claim deletes the model weights; use a Retain "
+                            "class (or set provisioner), or set modelCache.acceptDeleteReclaim: true to accept that")
     if cache.provisioner is not None and cache.mode == "hostPath":
         problems.append(f"{key('modelCache', 'provisioner')}: hostPath mode provisions nothing; remove provisioner or use rwx/perPod")
     return problems

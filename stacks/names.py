@@ -1,0 +1,114 @@
+"""Every object name the topology creates, claimed once, and checked before anything renders.
+
+The components take their names from here (or from the plan and graph, which this module reads), so
+the list below is the list of objects a stack applies: `planned_objects` is compared with the render
+in the tests. A name two config entries would both produce, a name Kubernetes would reject, or a
+label value over 63 characters is a config error naming the key that produced it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from stacks.config import StackConfig, key
+from stacks.graph import ServiceGraph
+from stacks.plan import Plan
+
+HF_SECRET = "huggingface-token"
+ENSURE_MODEL_CONFIG = "ollama-ensure-model"
+
+DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def cache_pv_name(namespace: str, node: str) -> str:
+    return f"{namespace}-model-cache-{node}"
+
+
+def cache_claim_name(mode: str, owner: str) -> str:
+    """The model cache claim of a node (hostPath), a workload (perPod), or the one shared claim (rwx)."""
+    return "model-cache" if mode == "rwx" else f"model-cache-{owner}"
+
+
+def stack_config_map(service: str) -> str:
+    return f"{service}-config"
+
+
+def agent_config_map(agent: str) -> str:
+    return f"agent-{agent}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    kind: str
+    namespace: str | None
+    """None for cluster-scoped kinds."""
+    name: str
+    source: str
+    """The config key that produced the name."""
+
+
+def planned_objects(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[Claim]:
+    ns = cfg.namespace
+    out = [] if cfg.existing_namespace else [Claim("Namespace", None, ns, key("namespace"))]
+    cache = cfg.model_cache
+    if cache.provisioner is not None and cache.storage_class_name is not None:
+        out.append(Claim("StorageClass", None, cache.storage_class_name, key("modelCache", "storageClassName")))
+    stack = graph.llama_stack
+    workloads = [(w.deployment_name, w.node, key(*w.config_path)) for w in plan.workloads]
+    workloads += [(w.deployment_name, w.node, key(*w.config_path)) for w in plan.vllm]
+    if stack is not None:
+        workloads.append((stack.endpoint.name, stack.node, key("llamaStack")))
+    node_key = {n.name: key("nodes", i, "name") for i, n in enumerate(cfg.nodes)}
+    if cache.mode == "hostPath":
+        for node in sorted({n for _, n, _ in workloads}):
+            out.append(Claim("PersistentVolume", None, cache_pv_name(ns, node), node_key[node]))
+            out.append(Claim("PersistentVolumeClaim", ns, cache_claim_name("hostPath", node), node_key[node]))
+    elif cache.mode == "rwx":
+        out.append(Claim("PersistentVolumeClaim", ns, cache_claim_name("rwx", ""), key("modelCache", "mode")))
+    else:
+        out += [Claim("PersistentVolumeClaim", ns, cache_claim_name("perPod", name), source) for name, _, source in workloads]
+    if cfg.gpu_sharing.mode == "dra":
+        out += [Claim("ResourceClaim", ns, g.gpu.claim_name, key(*g.gpu.config_path)) for g in plan.used_gpus()]
+    if plan.vllm and cfg.hf_token is not None:
+        out.append(Claim("Secret", ns, HF_SECRET, key("hfToken")))
+    if plan.workloads:
+        out.append(Claim("ConfigMap", ns, ENSURE_MODEL_CONFIG, key("ollama")))
+    out += [Claim("Deployment", ns, name, source) for name, _, source in workloads]
+    for w in plan.workloads:
+        out.append(Claim("Service", ns, w.service_name, key(*w.config_path)))
+    for name in sorted({w.service_name for w in plan.vllm}):
+        first = next(w for w in plan.vllm if w.service_name == name)
+        out.append(Claim("Service", ns, name, key(*first.config_path)))
+    if stack is not None:
+        out.append(Claim("ConfigMap", ns, stack_config_map(stack.endpoint.name), key("llamaStack")))
+        out.append(Claim("Service", ns, stack.endpoint.name, key("llamaStack")))
+    out += [Claim("ConfigMap", ns, agent_config_map(a.name), key("agents", a.name)) for a in graph.agents]
+    return out
+
+
+def name_problems(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[str]:
+    problems: list[str] = []
+    seen: dict[tuple[str, str | None, str], Claim] = {}
+    claims = planned_objects(cfg, plan, graph)
+    for c in claims:
+        where = f"{c.kind} {c.namespace + '/' if c.namespace else ''}{c.name}"
+        other = seen.get((c.kind, c.namespace, c.name))
+        if other is not None and other.source != c.source:
+            problems.append(f"{c.source}: makes {where}, which {other.source} makes too; rename one of them")
+        seen.setdefault((c.kind, c.namespace, c.name), c)
+        rule = DNS_1035_LABEL if c.kind in ("Service", "Namespace") else DNS_1123_LABEL if c.kind == "Deployment" else DNS_1123_SUBDOMAIN
+        limit = 63 if rule is not DNS_1123_SUBDOMAIN else 253
+        if len(c.name) > limit or not rule.match(c.name):
+            problems.append(f"{c.source}: makes {where}, not a valid {c.kind} name (at most {limit} characters, "
+                            f"lowercase letters, digits and '-'{', starting with a letter' if rule is DNS_1035_LABEL else ''}); shorten or rename it")
+        if c.kind in ("Deployment", "Service") and (len(c.name) > 63 or not LABEL_VALUE.match(c.name)):
+            problems.append(f"{c.source}: {c.name!r} is used as a label value, which allows at most 63 characters")
+    for i, n in enumerate(cfg.nodes):
+        if len(n.name) > 63:
+            problems.append(f"{key('nodes', i, 'name')}: {n.name[:40]}... ({len(n.name)} characters) cannot be matched by the "
+                            "kubernetes.io/hostname label pods are placed with (label values have at most 63 characters)")
+    return list(dict.fromkeys(problems))

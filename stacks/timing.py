@@ -1,0 +1,66 @@
+"""Start-up budgets and the Kubernetes integer fields derived from them, checked before anything renders.
+
+A first start downloads the weights, loads them and (vLLM) compiles; the startupProbe's
+failureThreshold, `progressDeadlineSeconds`, `VLLM_ENGINE_READY_TIMEOUT_S` and Pulumi's wait all follow
+the budget. Kubernetes stores those fields as int32: a rate typed a million times too small would make
+the API server reject the objects at apply time, so the config is refused here, naming the key.
+"""
+
+from __future__ import annotations
+
+import math
+
+from stacks.catalog import MIB, OLLAMA_MODELS
+from stacks.config import StackConfig, Vllm, key
+from stacks.plan import OllamaWorkload, Plan, VllmWorkload
+
+INT32_MAX = 2**31 - 1
+VLLM_PROBE_PERIOD_SECONDS = 10
+OLLAMA_PROBE_PERIOD_SECONDS = 5
+"""Periods of the servers' startupProbes; failureThreshold = budget / period."""
+
+
+def vllm_startup_seconds(w: VllmWorkload, timing: Vllm) -> int:
+    """First start: download the checkpoint, load it from the cache, compile and profile."""
+    size = w.weights_bytes
+    return math.ceil(size / (timing.download_mib_per_second * MIB) + size / (timing.load_mib_per_second * MIB)
+                     + timing.compile_seconds)
+
+
+def ollama_rollout_seconds(w: OllamaWorkload, pull_mib_per_second: float, server_start_seconds: int) -> int:
+    """Worst case from rollout start to Ready: first pull of the weights, the private server's start and the real one's."""
+    return math.ceil(OLLAMA_MODELS[w.base_model].file_bytes / (pull_mib_per_second * MIB) + 2 * server_start_seconds)
+
+
+def _too_large(seconds: float) -> bool:
+    # progressDeadlineSeconds and VLLM_ENGINE_READY_TIMEOUT_S take the budget itself; Pulumi waits 1.5 x it.
+    return seconds > INT32_MAX / 1.5
+
+
+def timing_problems(cfg: StackConfig, plan: Plan) -> list[str]:
+    problems: list[str] = []
+    limit = f"beyond what Kubernetes' int32 fields (progressDeadlineSeconds, probe thresholds) hold, {INT32_MAX} s"
+    if cfg.vllm is not None and plan.vllm:
+        t = cfg.vllm
+        w = max(plan.vllm, key=lambda x: x.weights_bytes)
+        budget = vllm_startup_seconds(w, t)
+        if _too_large(budget):
+            terms = {"downloadMiBPerSecond": w.weights_bytes / (t.download_mib_per_second * MIB),
+                     "loadMiBPerSecond": w.weights_bytes / (t.load_mib_per_second * MIB), "compileSeconds": t.compile_seconds}
+            worst = max(terms, key=terms.__getitem__)
+            unit = "s" if worst == "compileSeconds" else "MiB/s"
+            value = getattr(t, {"downloadMiBPerSecond": "download_mib_per_second", "loadMiBPerSecond": "load_mib_per_second",
+                                "compileSeconds": "compile_seconds"}[worst])
+            problems.append(f"{key('vllm', worst)}: {value:g} {unit} makes {w.deployment_name}'s start-up budget {budget:.3g} s, "
+                            f"{limit}; was the unit wrong?")
+    if cfg.ollama is not None and plan.workloads:
+        o = cfg.ollama
+        w = plan.workloads[0]
+        budget = ollama_rollout_seconds(w, o.pull_mib_per_second, o.server_start_seconds)
+        if _too_large(budget) or math.ceil(o.server_start_seconds / OLLAMA_PROBE_PERIOD_SECONDS) > INT32_MAX:
+            pull = OLLAMA_MODELS[w.base_model].file_bytes / (o.pull_mib_per_second * MIB)
+            worst, value, unit = (("pullMiBPerSecond", o.pull_mib_per_second, "MiB/s") if pull > 2 * o.server_start_seconds
+                                  else ("serverStartSeconds", o.server_start_seconds, "s"))
+            problems.append(f"{key('ollama', worst)}: {value:g} {unit} makes the rollout budget {budget:.3g} s, {limit}; "
+                            "was the unit wrong?")
+    return problems
