@@ -1,0 +1,170 @@
+"""A table of mistaken stack files, rendered as a user would (`make render CONFIG=...`): each exits 2,
+names the key at fault, prints no traceback, keeps every line short, and writes nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from tests.conftest import stack_raw
+from tools import render
+from tools.offline import ROOT
+
+MAX_LINE = 700
+
+
+def to_file(raw: dict[str, Any]) -> str:
+    """A stack file for the raw config; the token stays a `secure:` value as the CLI stores it."""
+    config = {}
+    for k, v in raw.items():
+        config[f"llm-infra:{k}"] = {"secure": "v1:x"} if k == "hfToken" and isinstance(v, str) and v.startswith("<secret:") else v
+    return yaml.safe_dump({"config": config}, sort_keys=False)
+
+
+def edited(stack: str, edit: Callable[[dict[str, Any]], Any]) -> str:
+    raw = copy.deepcopy(stack_raw(stack))
+    edit(raw)
+    return to_file(raw)
+
+
+def text(stack: str, change: Callable[[str], str]) -> str:
+    return change((ROOT / f"Pulumi.{stack}.yaml").read_text())
+
+
+def chat(r):
+    return r["ollama"]["adapters"]["chatbot"]
+
+
+def models(r):
+    return r["vllm"]["models"]
+
+
+def dup_nested(t: str) -> str:
+    lines = t.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("queue:"))
+    return "\n".join(lines[: at + 1] + [lines[at]] + lines[at + 1:]) + "\n"
+
+
+D, P, L = "dev", "prod", "lab"
+A = "llm-infra:ollama.adapters"
+V = "llm-infra:vllm.models"
+
+MISTAKES: dict[str, tuple[str, str]] = {
+    # Lost or ignored input
+    "key given twice": (text(D, lambda t: t + "  llm-infra:namespace: other\n"), "key 'llm-infra:namespace' is given twice"),
+    "nested key given twice": (text(D, dup_nested), "key 'queue' is given twice"),
+    "misspelt project llm-infr": (text(D, lambda t: t + "  llm-infr:gpuSharing: {mode: dra}\n"), "llm-infr:gpuSharing: config namespace"),
+    "misspelt project llm_infra": (text(D, lambda t: t + "  llm_infra:namespace: x\n"), "did you mean 'llm-infra:namespace'"),
+    "namespace null": (edited(D, lambda r: r.update(namespace=None)), "llm-infra:namespace: empty value"),
+    "vllm null": (edited(P, lambda r: r.update(vllm=None)), "llm-infra:vllm: empty value"),
+    "empty token": (edited(P, lambda r: r.update(hfToken="")), "llm-infra:hfToken: empty value"),
+    "unknown top-level key": (edited(D, lambda r: r.update(vllmm={})), "llm-infra:vllmm: unknown key"),
+    "unknown nested key": (edited(D, lambda r: chat(r).update(gpuu=1)), f"{A}.chatbot.gpuu: unknown key; did you mean 'gpu'?"),
+    "unknown agent key": (edited(P, lambda r: r["agents"]["content-creator"].update(modle="x")), "llm-infra:agents.content-creator.modle: unknown key"),
+    "YAML syntax error": ("config:\n  llm-infra:namespace: [unclosed\n", "line 3 is not valid YAML"),
+    # Implausible numbers
+    "VRAM in MiB": (edited(D, lambda r: r["nodes"][0]["gpus"][0].update(vramGiB=20480)), "20480 GiB is not a plausible GPU memory (1 to 1024 GiB); was it given in MiB?"),
+    "VRAM of half a GiB": (edited(D, lambda r: r["nodes"][0]["gpus"][0].update(vramGiB=0.5)), "llm-infra:nodes[0].gpus[0].vramGiB: 0.5 GiB is not a plausible"),
+    "zero CPU node": (edited(D, lambda r: r["nodes"][0].update(cpu=0)), "llm-infra:nodes[0].cpu: Input should be greater than 0"),
+    "reserve eats the node": (edited(D, lambda r: r["nodes"][0]["reserve"].update(cpu=16)), "llm-infra:nodes[0].reserve.cpu: reserve 16 leaves no CPU"),
+    "pull rate a billion times too small": (edited(D, lambda r: r["ollama"].update(pullMiBPerSecond=1e-9)), "llm-infra:ollama.pullMiBPerSecond: 1e-09 MiB/s makes the rollout budget"),
+    "server start in milliseconds": (edited(D, lambda r: r["ollama"].update(serverStartSeconds=120_000_000_000)), "llm-infra:ollama.serverStartSeconds: 1.2e+11 s makes the rollout budget"),
+    "download rate too small": (edited(P, lambda r: r["vllm"].update(downloadMiBPerSecond=1e-6)), "llm-infra:vllm.downloadMiBPerSecond: 1e-06 MiB/s makes vllm-llama-70b's start-up budget"),
+    "load rate too small": (edited(P, lambda r: r["vllm"].update(loadMiBPerSecond=1e-6)), "llm-infra:vllm.loadMiBPerSecond: 1e-06 MiB/s"),
+    "compile seconds in microseconds": (edited(P, lambda r: r["vllm"].update(compileSeconds=300_000_000_000)), "llm-infra:vllm.compileSeconds: 3e+11 s"),
+    "context above trained": (edited(D, lambda r: chat(r).update(contextLength=16384)), f"{A}.chatbot.contextLength: 16384 is above llama3:8b's trained context"),
+    "maxModelLen above trained": (edited(P, lambda r: models(r)["watt-8b"].update(maxModelLen=65536)), f"{V}.watt-8b.maxModelLen: 65536 is above"),
+    "utilization above 1": (edited(P, lambda r: models(r)["llama-3b"].update(gpuMemoryUtilization=1.5)), f"{V}.llama-3b.gpuMemoryUtilization: Input should be less than or equal to 1"),
+    "zero replicas": (edited(D, lambda r: chat(r).update(replicas=0)), f"{A}.chatbot.replicas: Input should be greater than or equal to 1"),
+    "a thousand Ollama replicas": (edited(D, lambda r: chat(r).update(replicas=1000)), "over-committed: 1001 pods need"),
+    "a thousand vLLM replicas": (edited(L, lambda r: models(r)["llama-3b-awq"].update(replicas=1000)), f"{V}.llama-3b-awq: no room for"),
+    "zero parallel": (edited(D, lambda r: chat(r).update(parallel=0)), f"{A}.chatbot.parallel: Input should be greater than or equal to 1"),
+    "negative GPU index": (edited(D, lambda r: chat(r).update(gpu=-1)), f"{A}.chatbot.gpu: Input should be greater than or equal to 0"),
+    "huge list echoed": (edited(D, lambda r: r["ollama"].update(image=["x"] * 5000)), "llm-infra:ollama.image: Input should be a valid string, got ['x', "),
+    # Collisions and invalid names
+    "replica name taken by another model": (edited(L, lambda r: models(r).update({"llama-8b-multi-1": models(r).pop("llama-3b-awq")})),
+                                            f"{V}.llama-8b-multi-1: makes Deployment llm-lab/vllm-llama-8b-multi-1, which {V}.llama-8b-multi makes too"),
+    "model named like the adapter pool's server": (edited(D, lambda r: (r.update(hfToken="<secret:llm-infra:hfToken>"), r["ollama"].update(engine="vllm", vllm={"quantization": "fp8"}),
+                                                                        [a.update(loraDir=f"l/{n}") for n, a in r["ollama"]["adapters"].items()],
+                                                                        r.update(vllm={"models": {"adapters-gpu0": {"model": "ibm-granite/granite-3.1-8b-instruct", "maxModelLen": 1024,
+                                                                                                                    "gpuMemoryUtilization": 0.05, "cpu": 1, "memoryGiB": 1}}}))),
+                                                   f"{V}.adapters-gpu0: the name is taken by the adapter pool's own server"),
+    "node name too long for a label": (edited(D, lambda r: r["nodes"][0].update(name="n" * 70)), "llm-infra:nodes[0].name: nnnn"),
+    "uppercase model key": (edited(P, lambda r: models(r).update({"Big": models(r).pop("watt-8b")})), f"{V}.Big: model key must be a DNS label"),
+    "model key too long": (edited(P, lambda r: models(r).update({"m" * 50: models(r).pop("watt-8b")})), "model key must be a DNS label of at most 47 characters"),
+    "adapter named base": (edited(D, lambda r: r["ollama"]["adapters"].update(base=r["ollama"]["adapters"].pop("code"))), f"{A}.base: 'base' is the base server's name"),
+    "adapter name with underscore": (edited(D, lambda r: r["ollama"]["adapters"].update(chat_bot=r["ollama"]["adapters"].pop("chatbot"))), f"{A}.chat_bot: adapter name must be a DNS label"),
+    "uppercase agent": (edited(P, lambda r: r["agents"].update({"Chat": r["agents"].pop("workshop-chat")})), "llm-infra:agents.Chat: agent name must be a DNS label"),
+    "node listed twice": (edited(D, lambda r: r["nodes"].append(copy.deepcopy(r["nodes"][0]))), "llm-infra:nodes[1].name: node 'workstation' is listed twice"),
+    "GPU index twice": (edited(D, lambda r: r["nodes"][0]["gpus"][1].update(index=0)), "llm-infra:nodes[0].gpus[1].index: GPU index 0 is listed twice"),
+    "namespace with a dot": (edited(D, lambda r: r.update(namespace="llm.infra")), "llm-infra:namespace: 'llm.infra' has the wrong form"),
+    # Dangerous targets
+    "namespace kube-system": (edited(D, lambda r: r.update(namespace="kube-system")), "llm-infra:namespace: 'kube-system' is a system namespace"),
+    "namespace default": (edited(D, lambda r: r.update(namespace="default")), "llm-infra:namespace: 'default' is a system namespace"),
+    "namespace kube-public": (edited(D, lambda r: r.update(namespace="kube-public")), "set existingNamespace: true"),
+    "hostPath root": (edited(D, lambda r: r["modelCache"].update(hostPath="/")), "llm-infra:modelCache.hostPath: '/' is a system directory"),
+    "hostPath in etc": (edited(D, lambda r: r["modelCache"].update(hostPath="/etc/models")), "'/etc/models' is a system directory"),
+    "hostPath in kubelet's dir": (edited(D, lambda r: r["modelCache"].update(hostPath="/var/lib/kubelet/models")), "'/var/lib/kubelet/models' is a system directory"),
+    "hostPath with dot-dot": (edited(D, lambda r: r["modelCache"].update(hostPath="/var/lib/llm/../../../etc")), "must not contain '..'"),
+    "hostPath relative": (edited(D, lambda r: r["modelCache"].update(hostPath="models")), "llm-infra:modelCache.hostPath: 'models' has the wrong form"),
+    "adapter file outside the cache": (edited(D, lambda r: chat(r).update(file="../etc/x.gguf")), f"{A}.chatbot.file: '../etc/x.gguf' must be a path inside the model cache"),
+    # Durability
+    "rwx without a class": (edited(D, lambda r: r.update(modelCache={"mode": "rwx"})), "llm-infra:modelCache.storageClassName: modelCache.mode rwx needs a StorageClass"),
+    "rwx class of unknown reclaim": (edited(D, lambda r: r.update(modelCache={"mode": "rwx", "storageClassName": "longhorn"})), "llm-infra:modelCache.storageClassReclaimPolicy: modelCache.mode rwx uses StorageClass longhorn"),
+    "perPod class that deletes": (edited(D, lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "local-path", "storageClassReclaimPolicy": "Delete"})),
+                                  "with reclaimPolicy Delete, deleting the namespace or a claim deletes the model weights"),
+    "provisioner in hostPath mode": (edited(D, lambda r: r["modelCache"].update(provisioner="rancher.io/local-path")), "llm-infra:modelCache.provisioner: hostPath mode provisions nothing"),
+    # Engines and wiring
+    "GPU that does not exist": (edited(D, lambda r: chat(r).update(gpu=2)), f"{A}.chatbot.gpu: node workstation has no GPU 2 (it has: 0, 1)"),
+    "unknown GPU model": (edited(P, lambda r: r["nodes"][0]["gpus"][0].update(model="A100")), "llm-infra:nodes[0].gpus[0].model: 'A100' is not in the GPU catalog"),
+    "GPU model and vramGiB": (edited(P, lambda r: r["nodes"][0]["gpus"][0].update(vramGiB=80)), "llm-infra:nodes[0].gpus[0]: give the GPU's model"),
+    "tensor parallel 3": (edited(P, lambda r: models(r)["llama-70b"].update(tensorParallel=3)), f"{V}.llama-70b.tensorParallel: 3 does not divide 64 attention heads"),
+    "bitsandbytes": (edited(L, lambda r: models(r)["llama-8b"].update(quantization="bitsandbytes")), f"{V}.llama-8b.quantization: vLLM 0.33 has no bitsandbytes"),
+    "extraArgs repeats a typed flag": (edited(P, lambda r: models(r)["llama-3b"].update(extraArgs=["--max_model_len=4096"])), f"{V}.llama-3b.extraArgs[0]: '--max_model_len=4096' repeats a typed setting"),
+    "extraArgs pins the KV size": (edited(P, lambda r: models(r)["llama-3b"].update(extraArgs=["--kv-cache-memory-bytes", "1"])), f"{V}.llama-3b.extraArgs[0]: '--kv-cache-memory-bytes' repeats a typed setting"),
+    "removed vLLM flag": (edited(P, lambda r: models(r)["llama-3b"].update(extraArgs=["--swap-space", "4"])), "'--swap-space' was removed from vLLM 0.33"),
+    "unpinned Ollama image": (edited(D, lambda r: r["ollama"].update(image="ollama/ollama:latest")), "llm-infra:ollama.image: 'ollama/ollama:latest' is not pinned"),
+    "unpinned vLLM image": (edited(P, lambda r: r["vllm"].update(image="vllm/vllm-openai")), "llm-infra:vllm.image: 'vllm/vllm-openai' is not pinned"),
+    "gated model without a token": (edited(P, lambda r: r.pop("hfToken")), "llm-infra:hfToken: "),
+    "token in plain text": (to_file({**stack_raw(P), "hfToken": "hf_plain"}), "llm-infra:hfToken: the token is in plain text"),
+    "keep-alive not a duration": (edited(D, lambda r: chat(r).update(keepAlive="ten minutes")), f"{A}.chatbot.keepAlive: 'ten minutes' is not a duration"),
+    "adapter trained on another base": (edited(D, lambda r: chat(r).update(base="llama3.1:8b")), f"{A}.chatbot.base: adapter was trained on 'llama3.1:8b'"),
+    "dra without GPU ids": (edited(D, lambda r: (r["gpuSharing"].update(mode="dra"), [(g.pop("uuid"), g.pop("pciBusID")) for g in r["nodes"][0]["gpus"]])), "gpuSharing.mode dra selects GPUs by uuid or pciBusID"),
+    "unknown sharing mode": (edited(D, lambda r: r["gpuSharing"].update(mode="mig")), "llm-infra:gpuSharing.mode: Input should be 'dra', 'visible-devices' or 'exclusive'"),
+    "agent on an unknown model": (edited(P, lambda r: r["agents"]["content-creator"].update(model="llama-405b")), "llm-infra:agents.content-creator.model: 'llama-405b' is not a vllm.models key"),
+    "shield on a chat model": (edited(P, lambda r: r["llamaStack"]["safety"].update(model="granite-8b")), "llm-infra:llamaStack.safety.model: 'granite-8b' serves"),
+    "70B share too small for 128k": (edited(P, lambda r: models(r)["llama-70b"].update(gpuMemoryUtilization=0.58)), f"{V}.llama-70b.maxModelLen: vllm-llama-70b's KV cache"),
+    "over-committed shared GPU": (edited(P, lambda r: models(r)["granite-8b"].update(gpus=[0], gpuMemoryUtilization=0.39)), f"{V}.granite-8b: no room for vllm-granite-8b"),
+    "nothing served": (edited(D, lambda r: r.pop("ollama")), "llm-infra:ollama: the stack serves nothing"),
+}
+
+
+def render_text(tmp_path: Path, content: str) -> tuple[int, str, str, bool]:
+    cfg = tmp_path / "Pulumi.mistake.yaml"
+    cfg.write_text(content)
+    out = tmp_path / "out"
+    err, std = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
+        code = render.main(["--stack", "mistake", "--config", str(cfg), "--out", str(out)])
+    return code, err.getvalue(), std.getvalue(), out.exists()
+
+
+def test_the_table_is_large_enough():
+    assert len(MISTAKES) >= 60
+
+
+@pytest.mark.parametrize("name", sorted(MISTAKES))
+def test_mistake_exits_2_names_the_key_and_writes_nothing(tmp_path, name):
+    content, expected = MISTAKES[name]
+    code, err, out, written = render_text(tmp_path, content)
+    assert code == 2, f"rendered with exit {code}:\n{out[-500:]}"
+    assert expected in err, err
+    assert "Traceback" not in err + out
+    assert not written
+    assert all(len(line) <= MAX_LINE for line in err.splitlines()), max(err.splitlines(), key=len)
