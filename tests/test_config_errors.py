@@ -161,3 +161,38 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
     code, err, written = render_text(tmp_path, "config:\n  llm-infra:namespace: [unclosed\n")
     assert code == 2 and not written
     assert "Pulumi.text.yaml line 3 is not valid YAML" in err
+
+
+def test_numbers_and_booleans_set_from_the_cli_as_strings():
+    """`pulumi config set --path 'vllm.models.llama-3b.gpuMemoryUtilization' 0.35` stores the string "0.35"."""
+    from tests.conftest import plan_of
+
+    def as_strings(r):
+        m = r["vllm"]["models"]["llama-3b"]
+        m.update(gpuMemoryUtilization="0.35", maxModelLen="32768", cpu="4", trustRemoteCode="false")
+        r["vllm"]["models"]["llama-guard"]["gpus"] = ["2"]
+        r["agents"]["source-manager"]["rag"] = "false"
+
+    plan = plan_of(variant(as_strings, "prod"))
+    w = next(x for x in plan.vllm if x.key == "llama-3b")
+    assert (w.spec.gpu_memory_utilization, w.spec.max_model_len, w.spec.cpu, w.spec.trust_remote_code) == (0.35, 32768, 4.0, False)
+    assert next(x for x in plan.vllm if x.key == "llama-guard").spec.gpus == [2]
+    assert plan_of(stack_raw("prod")).to_dict() == plan.to_dict()
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("abc", "llm-infra:vllm.models.llama-3b.gpuMemoryUtilization: Input should be a valid number, got 'abc'"),
+    ("1.5", "llm-infra:vllm.models.llama-3b.gpuMemoryUtilization: Input should be less than or equal to 1, got 1.5"),
+])
+def test_cli_strings_are_still_checked(value, expected):
+    from tests.conftest import stack_problems
+
+    problems = stack_problems(variant(lambda r: r["vllm"]["models"]["llama-3b"].update(gpuMemoryUtilization=value), "prod"))
+    assert expected in problems
+
+
+def test_a_fractional_string_for_an_integer_is_refused():
+    from tests.conftest import stack_problems
+
+    problems = stack_problems(variant(lambda r: r["vllm"]["models"]["llama-3b"].update(maxModelLen="32768.5"), "prod"))
+    assert problems == ["llm-infra:vllm.models.llama-3b.maxModelLen: Input should be a valid integer, got '32768.5'"]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import re
+import types
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, model_validator
 
 PROJECT = "llm-infra"
 
@@ -43,6 +47,46 @@ class _Model(BaseModel):
         validate_by_name=False,
         use_attribute_docstrings=True,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_cli_strings(cls, data: Any) -> Any:
+        """`pulumi config set --path 'a.b' 0.6` stores the string "0.6" (and "true", "3"): take a string that spells
+        a number or boolean where the field is one; everything else stays strict (still range-checked)."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, field in cls.model_fields.items():
+            alias = field.alias or name
+            value = out.get(alias)
+            if isinstance(value, str):
+                out[alias] = _scalar(field.annotation, value)
+            elif isinstance(value, list) and get_origin(_optional(field.annotation)) is list:
+                inner = get_args(_optional(field.annotation))[0]
+                out[alias] = [_scalar(inner, v) if isinstance(v, str) else v for v in value]
+        return out
+
+
+def _optional(annotation: Any) -> Any:
+    """X for `X | None`."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _scalar(annotation: Any, value: str) -> Any:
+    kinds = set(get_args(annotation)) if get_origin(annotation) in (Union, types.UnionType) else {annotation}
+    text = value.strip()
+    if str in kinds:
+        return value
+    if bool in kinds and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if int in kinds and re.fullmatch(r"-?[0-9]+", text):
+        return int(text)
+    if float in kinds and re.fullmatch(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", text):
+        return float(text)
+    return value
 
 
 def _pinned_image(v: str, example: str) -> str:
