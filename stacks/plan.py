@@ -21,6 +21,7 @@ import math
 
 from stacks.catalog import GIB, GPU_MODELS, HF_MODELS, OLLAMA, OLLAMA_MODELS, VLLM, HfModel
 from stacks.config import Adapter, Gpu, Node, OllamaServer, StackConfig, VllmModel, key, node_of, servers
+from stacks.config.vllm import hf_model
 from stacks.errors import ConfigError
 from stacks.vllm_memory import KvBlocks, RankMemory, kv_blocks, rank_memory
 
@@ -553,8 +554,9 @@ def _pool_concurrency_problems(plan: Plan, designs: list[PoolDesign]) -> list[st
 def _vllm_replicas(models: dict[str, tuple[tuple[str, ...], VllmModel]]) -> list[VllmWorkload]:
     """Every vLLM pod, biggest first (tensor parallel, then share of a GPU), so placement packs well."""
     out = [
-        VllmWorkload(k, path, m, HF_MODELS[m.model], r)
+        VllmWorkload(k, path, m, hf, r)
         for k, (path, m) in models.items()
+        if (hf := hf_model(m)) is not None
         for r in range(m.replicas)
     ]
     return sorted(out, key=lambda w: (-w.spec.tensor_parallel, -w.spec.gpu_memory_utilization, w.key, w.replica))

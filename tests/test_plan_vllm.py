@@ -179,3 +179,41 @@ def test_plan_json_reports_vllm_concurrency():
     assert (row["tensorParallel"], row["maxModelLen"], row["kvPerTokenPerGpuKiB"], row["maxConcurrentSeqsAtFullContext"]) == (4, 128000, 80.0, 1)
     pod = d["gpus"][0]["pods"][0]
     assert pod["engine"] == "vllm" and pod["gpuMemoryUtilization"] == 0.6 and pod["contextGiB"] == 0.5
+
+
+# Qwen/Qwen2.5-7B-Instruct config.json: hidden_size 3584, num_hidden_layers 28, num_attention_heads 28,
+# num_key_value_heads 4 (head_dim 3584 / 28 = 128), intermediate_size 18944, vocab_size 152064,
+# max_position_embeddings 32768; 7.61 B parameters (model card).
+QWEN25_7B = {"parametersB": 7.61, "layers": 28, "attentionHeads": 28, "kvHeads": 4, "headDim": 128, "hidden": 3584,
+             "maxPosition": 32768, "vocab": 152064, "ffn": 18944}
+
+
+def with_qwen(r, **arch):
+    """lab: Qwen2.5 7B alone on GPU 3 in place of the 3B AWQ and the two-replica 8B, described inline (not in the catalog)."""
+    r["vllm"]["models"].pop("llama-3b-awq")
+    r["vllm"]["models"].pop("llama-8b-multi")
+    r["vllm"]["models"]["qwen-7b"] = {"model": "Qwen/Qwen2.5-7B-Instruct", "arch": {**QWEN25_7B, **arch}, "maxModelLen": 32768,
+                                      "gpuMemoryUtilization": 0.9, "gpus": [3], "cpu": 4, "memoryGiB": 16}
+
+
+def test_a_model_described_inline_is_planned_with_its_architectures_kv():
+    plan = plan_of(variant(with_qwen, "lab"))
+    w = next(x for x in plan.vllm if x.key == "qwen-7b")
+    assert w.kv_bytes_per_token_per_rank == 2 * 28 * 4 * 128 * 2 == 56 * 1024  # GQA: 4 KV heads
+    kv, seqs = engine_kv(L40, 0.9, round(7.61e9 * 2), 1, 3584, 152064, 56 * 1024, 32768, pinned=False)
+    assert (w.kv_budget_bytes_per_rank, w.max_full_context_seqs, w.pinned) == (kv, seqs, False)
+    assert seqs == 13  # ~23.1 GiB of KV (less the margin) / 1.75 GiB per 32768-token sequence
+
+
+def test_a_model_neither_in_the_catalog_nor_described_names_both_ways():
+    problems = stack_problems(variant(lambda r: (with_qwen(r), r["vllm"]["models"]["qwen-7b"].pop("arch")), "lab"))
+    assert problems[0].startswith("llm-infra:vllm.models.qwen-7b.model: 'Qwen/Qwen2.5-7B-Instruct' is not in the model catalog (")
+    assert "describe it with an arch block from its config.json (llm-infra:vllm.models.qwen-7b.arch: parametersB" in problems[0]
+    assert problems[0].endswith("or add it to stacks/catalog.py")
+
+
+def test_an_inline_architecture_is_checked_like_a_catalog_one():
+    problems = stack_problems(variant(lambda r: (with_qwen(r), r["vllm"]["models"]["qwen-7b"].update(tensorParallel=3, gpus=[1, 2, 3])), "lab"))
+    assert "llm-infra:vllm.models.qwen-7b.tensorParallel: 3 does not divide 28 attention heads; use 1, 2, 4" in problems
+    problems = stack_problems(variant(lambda r: (with_qwen(r), r["vllm"]["models"]["qwen-7b"].update(maxModelLen=65536)), "lab"))
+    assert "llm-infra:vllm.models.qwen-7b.maxModelLen: 65536 is above Qwen/Qwen2.5-7B-Instruct's trained context of 32768; use at most 32768" in problems

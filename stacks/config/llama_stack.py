@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 
 from stacks.catalog import EMBEDDING_MODELS, HF_MODELS, LLAMA_STACK, LLAMA_STACK_DEFAULT_IMAGE
 from stacks.config.base import DNS_LABEL, IMAGE, _Model, _pinned_image, key
+from stacks.config.vllm import hf_model
 
 if TYPE_CHECKING:
     from stacks.config import StackConfig
@@ -79,7 +80,7 @@ def llama_stack_problems(cfg: StackConfig) -> list[str]:
                 problems.append(f"{at('models')}[{i}]: {name!r} is not a vllm.models key; use one of: {choices}")
             elif ls.models.count(name) > 1 and ls.models.index(name) < i:
                 problems.append(f"{at('models')}[{i}]: {name!r} is listed twice; list each model once")
-            elif HF_MODELS.get(models[name].model) is not None and HF_MODELS[models[name].model].safety_classifier:
+            elif (hf := hf_model(models[name])) is not None and hf.safety_classifier:
                 problems.append(f"{at('models')}[{i}]: {name!r} serves a Llama Guard classifier; set it as llamaStack.safety.model instead")
         if ls.embedding_model not in EMBEDDING_MODELS:
             problems.append(f"{at('embeddingModel')}: {ls.embedding_model!r} is not in the catalog's embedding models; use one of: {', '.join(EMBEDDING_MODELS)}")
@@ -92,7 +93,7 @@ def llama_stack_problems(cfg: StackConfig) -> list[str]:
             s = ls.safety
             if s.model not in models:
                 problems.append(f"{at('safety', 'model')}: {s.model!r} is not a vllm.models key; use one of: {choices}")
-            elif HF_MODELS.get(models[s.model].model) is not None and not HF_MODELS[models[s.model].model].safety_classifier:
+            elif (hf := hf_model(models[s.model])) is not None and not hf.safety_classifier:
                 guards = ", ".join(r for r, m in HF_MODELS.items() if m.safety_classifier)
                 problems.append(f"{at('safety', 'model')}: {s.model!r} serves {models[s.model].model}, not a Llama Guard model ({guards})")
             for i, c in enumerate(s.excluded_categories):
