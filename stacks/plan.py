@@ -674,7 +674,7 @@ def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dic
     for group in by_model.values():
         w = group[0]
         node = next(n for n in cfg.nodes if w.spec.node in (None, n.name))
-        free = ", ".join(f"{g.gpu.index}: {(g.free_bytes) / GIB:.2f}" for (n, _), g in gpus.items() if n == node.name)
+        free = ", ".join(f"{g.gpu.index}: {g.free_bytes / GIB:.2f}{_holders(g)}" for (n, _), g in gpus.items() if n == node.name)
         where = "its pinned GPUs" if w.spec.gpus else f"{w.spec.tensor_parallel} GPU(s) of one node"
         need = w.spec.gpu_memory_utilization * gpu_capacity_bytes(node.gpus[0]) + allow.context_bytes if node.gpus else 0
         out.append(
@@ -700,6 +700,12 @@ def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dic
                 )
                 break
     return out
+
+
+def _holders(g: GpuPlan) -> str:
+    """Who holds a GPU, so a failure points at what took the room (the model just added, often)."""
+    names = list(dict.fromkeys(p.workload for p in g.pods))
+    return f" (held by {listing(names, 3)})" if names else ""
 
 
 def listing(items: list[str], limit: int = 4, sep: str = ", ") -> str:

@@ -163,7 +163,8 @@ def test_servers_sharing_a_gpu_must_fit_their_fractions():
     assert [f"{f / GiB:.2f}" for f in free] == ["3.94", "8.38", "3.44", "32.80"]
     assert problems == ["llm-infra:vllm.models.llama-8b: no room for vllm-llama-8b: each needs 0.6 of its pinned GPUs plus its "
                         f"0.50 GiB context ({(0.6 * L40 + GiB / 2) / GiB:.2f} GiB each), and every GPU keeps a 1.00 GiB margin; "
-                        "free GiB per GPU on node l40-node: 0: 3.94, 1: 8.38, 2: 3.44, 3: 32.80"]
+                        "free GiB per GPU on node l40-node: 0: 3.94 (held by vllm-deepseek-coder), 1: 8.38 (held by vllm-mixtral), "
+                        "2: 3.44 (held by vllm-llama-8b-multi-0, vllm-llama-8b-multi-1), 3: 32.80 (held by vllm-llama-3b-awq)"]
 
 
 def test_plan_names_what_more_the_node_needs():

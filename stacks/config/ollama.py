@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class OllamaServer(_Model):
-    gpu: int = Field(ge=0)
+    gpu: int
     """Index of the GPU (on `node`) the pods of this server use."""
     node: str | None = None
     """Node name; may be left out when the stack has one node."""

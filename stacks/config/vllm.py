@@ -189,7 +189,8 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
                 problems.append(f"{at('gpus')}: {m.gpus} must list {m.tensor_parallel} distinct GPU(s), one per tensor-parallel rank")
             missing = [g for g in m.gpus if g not in {x.index for x in node.gpus}]
             if missing:
-                problems.append(f"{at('gpus')}: node {node.name} has no GPU {', '.join(map(str, missing))}")
+                have = ", ".join(str(x.index) for x in node.gpus) or "none"
+                problems.append(f"{at('gpus')}: node {node.name} has no GPU {', '.join(map(str, missing))} (it has: {have})")
             if m.replicas > 1:
                 problems.append(f"{at('gpus')}: pinned GPUs serve one pod; with replicas {m.replicas} leave gpus unset so the plan places each replica")
         if cfg.gpu_sharing.mode in ("dra", "visible-devices"):
