@@ -3,8 +3,8 @@
 SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
-STACK ?= dev
-OUT   ?= build/$(STACK)
+STACK ?=
+OUT   ?=
 CONFIG ?=
 
 # A real 3.12 interpreter: pyenv's own binary first (its shim needs PYENV_VERSION), then PATH.
@@ -33,7 +33,7 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	@touch $@
 
 render: venv
-	@$(PY) -m tools.render --stack $(STACK) --out $(OUT) $(if $(CONFIG),--config $(CONFIG))
+	@$(PY) -m tools.render $(if $(STACK),--stack $(STACK)) $(if $(OUT),--out $(OUT)) $(if $(CONFIG),--config $(CONFIG))
 
 test: test-venv
 	@$(PY) -m pytest -q

@@ -2,7 +2,10 @@
 
     python -m tools.render --stack dev [--config Pulumi.dev.yaml] [--out build/dev]
 
-An invalid config prints its problems and exits 2 without writing anything.
+Without --stack the stack is named after --config (`Pulumi.x.yaml` or `x.yaml` -> x), else dev; the
+output goes to build/<stack>. Secrets are left out of manifests.yaml (a render never holds one): the
+renderer prints the `kubectl create secret` line for each. An invalid config prints its problems and
+exits 2 without writing anything.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from tools.offline import ROOT, StackFileError, run_stack
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stack", default="dev")
+    p.add_argument("--stack", help="stack name (default: from --config's file name, else dev)")
     p.add_argument("--config", type=Path, help="stack file to use instead of Pulumi.<stack>.yaml")
     p.add_argument("--out", type=Path, help="output directory (default build/<stack>)")
     a = p.parse_args(argv)
+    a.stack = a.stack or (stack_name(a.config) if a.config else "dev")
     out = a.out or ROOT / "build" / a.stack
     started = time.perf_counter()
     try:
@@ -36,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"render {a.stack}: {exc}", file=sys.stderr)
         print("nothing was written.", file=sys.stderr)
         return 2
-    objects = run.objects()
+    objects = [o for o in run.objects() if o["kind"] != "Secret"]
+    secrets = [o for o in run.objects() if o["kind"] == "Secret"]
     plan = run.program["stack"].plan
     out.mkdir(parents=True, exist_ok=True)
     manifests = out / "manifests.yaml"
@@ -52,7 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     summary = ", ".join(f"{n} {k}" for k, n in kinds.items())
     print(f"\nwrote {manifests} ({len(objects)} objects: {summary}) and {out / 'plan.json'} "
           f"in {time.perf_counter() - started:.1f} s")
+    if secrets:
+        print("\nSecrets are not in manifests.yaml; before `kubectl apply -f`, create them (pulumi up does this itself):")
+        for s in secrets:
+            keys = " ".join(f'--from-literal={k}="${k}"' for k in sorted(s.get("stringData") or s.get("data") or {}))
+            print(f"  kubectl -n {s['metadata']['namespace']} create secret generic {s['metadata']['name']} {keys}")
     return 0
+
+
+def stack_name(config: Path) -> str:
+    """`Pulumi.x.yaml` -> x, `x.yaml` -> x."""
+    name = config.name.removesuffix(".yaml").removesuffix(".yml")
+    return name.removeprefix("Pulumi.") or "dev"
 
 
 if __name__ == "__main__":

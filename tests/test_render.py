@@ -1,0 +1,60 @@
+"""What `make render` writes and prints: where, without secrets, and tables a person can read."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+
+import yaml
+
+from tools import render
+from tools.offline import ROOT
+
+
+def run_render(args: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = render.main(args)
+    return code, out.getvalue()
+
+
+def test_a_config_without_a_stack_renders_under_its_own_name(tmp_path):
+    config = tmp_path / "Pulumi.renderedbyname.yaml"
+    shutil.copy(ROOT / "Pulumi.dev.yaml", config)
+    target = ROOT / "build" / "renderedbyname"
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        code, _ = run_render(["--config", str(config)])
+        assert code == 0 and (target / "manifests.yaml").is_file()
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+    assert render.stack_name(config) == "renderedbyname"
+    assert render.stack_name(tmp_path / "workstation.yaml") == "workstation"
+
+
+def test_secrets_stay_out_of_the_manifests_and_the_kubectl_line_is_printed(tmp_path):
+    code, printed = run_render(["--stack", "prod", "--out", str(tmp_path)])
+    assert code == 0
+    text = (tmp_path / "manifests.yaml").read_text()
+    objects = list(yaml.safe_load_all(text))
+    assert "Secret" not in {o["kind"] for o in objects} and "redacted" not in text
+    refs = [e["valueFrom"]["secretKeyRef"] for o in objects if o["kind"] == "Deployment"
+            for e in o["spec"]["template"]["spec"]["containers"][0].get("env", []) if "valueFrom" in e]
+    assert refs and all(r == {"name": "huggingface-token", "key": "HF_TOKEN"} for r in refs)
+    assert 'kubectl -n llama-serve create secret generic huggingface-token --from-literal=HF_TOKEN="$HF_TOKEN"' in printed
+
+
+def test_tables_explain_their_columns_align_numbers_and_mark_what_does_not_fit():
+    from stacks.plan import format_table
+    from tests.conftest import plan_of, stack_raw
+
+    text = format_table(plan_of(stack_raw("dev")))
+    assert "  free at load: what an Ollama pod sees free if it loads after every other pod on its GPU" in text
+    assert "within free at load less 1024 MiB" in text
+    design = [line for line in text.splitlines() if line.startswith("workstation/0  base+chatbot")][0]
+    assert "15.08          21.00 !" in design  # the bf16 multi-LoRA design does not fit 20 GiB; Ollama's does
+    node = [line for line in text.splitlines() if line.startswith("workstation  ")][0]
+    assert node.split() == ["workstation", "11.00", "14.00", "36.00", "56.00", "4"]
+    header = text.splitlines()[text.splitlines().index("Node plan") + 1]
+    assert node.index("11.00") + len("11.00") == header.index("CPU requested") + len("CPU requested")  # right-aligned
