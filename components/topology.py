@@ -71,7 +71,7 @@ class Topology(pulumi.ComponentResource):
         serving = pulumi.ResourceOptions(parent=self, depends_on=depends)
         # Every Service's URL, as the graph names them (the components serve exactly these).
         self.endpoints = {name: ep.url for name, ep in sorted(graph.endpoints.items())}
-        if cfg.ollama is not None:
+        if cfg.ollama is not None and plan.workloads:  # none with ollama.engine vllm
             OllamaAdapterPool(
                 "ollama",
                 OllamaAdapterPoolArgs(
@@ -119,7 +119,8 @@ class Topology(pulumi.ComponentResource):
         shield = graph.llama_stack.shield if graph.llama_stack else None
         models: list[pulumi.Resource] = []
         for model, replicas in sorted(by_model.items()):
-            server = VllmModelArgs(cfg.namespace, vllm.image, replicas, cfg.gpu_sharing, cache, vllm, secret_name)
+            aliases = tuple((ep.name, ep.port) for ep in graph.endpoints.values() if ep.alias_of == replicas[0].service_name)
+            server = VllmModelArgs(cfg.namespace, vllm.image, replicas, cfg.gpu_sharing, cache, vllm, secret_name, aliases)
             if shield is not None and shield.model.key == model:
                 models.append(SafetyModel(f"safety-{model}", SafetyModelArgs(server, shield), opts=serving))
             else:

@@ -89,6 +89,8 @@ class VllmModelArgs:
     timing: Vllm
     hf_token_secret: str | None
     """Name of the Secret holding HF_TOKEN, if the stack has a token."""
+    aliases: tuple[tuple[str, int], ...] = ()
+    """Further Services (name, port) selecting the same pods: the adapter pool's task URLs (ollama-<role>:11434)."""
 
 
 class VllmModel(pulumi.ComponentResource):
@@ -113,8 +115,21 @@ class VllmModel(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
+        self.aliases = [
+            k8s.core.v1.Service(
+                f"{name}-alias-{alias}",
+                metadata=meta(alias, args.namespace, labels("vllm", alias, "model-alias")),
+                spec=k8s.core.v1.ServiceSpecArgs(
+                    type="ClusterIP",
+                    selector=selector(svc_labels),
+                    ports=[k8s.core.v1.ServicePortArgs(name="http", port=port, target_port="http", protocol="TCP")],
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for alias, port in args.aliases
+        ]
         self.url = f"http://{first.service_name}.{args.namespace}:{VLLM.port}/v1"
-        self.register_outputs({"url": self.url, "servedName": first.served_name})
+        self.register_outputs({"url": self.url, "servedName": first.served_name, "aliases": [a for a, _ in args.aliases]})
 
     def _deployment(self, name, args: VllmModelArgs, w: VllmWorkload, svc_labels, scrape) -> k8s.apps.v1.Deployment:
         s = w.spec

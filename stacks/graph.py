@@ -13,7 +13,7 @@ from typing import Literal
 from stacks.catalog import EMBEDDING_MODELS, LLAMA_STACK, OLLAMA, VLLM, EmbeddingModel
 from stacks.config import StackConfig
 from stacks.plan import LLAMA_STACK_NAME as LLAMA_STACK_SERVICE
-from stacks.plan import Plan, text_table
+from stacks.plan import Plan, pool_server_key, text_table
 
 STACK_PATH = "llamaStack"
 EMBEDDINGS_PROVIDER = "sentence-transformers"
@@ -32,6 +32,8 @@ class Endpoint:
     """The model names clients send to it."""
     workloads: tuple[str, ...]
     """Deployments behind the Service."""
+    alias_of: str | None = None
+    """Another Service name whose pods this one also selects (the adapter pool's task URLs on vLLM)."""
 
     @property
     def base_url(self) -> str:
@@ -157,6 +159,14 @@ def build_graph(cfg: StackConfig, plan: Plan) -> ServiceGraph:
         by_service.setdefault(v.service_name, []).append(v)
     for name, pods in sorted(by_service.items()):
         endpoints[name] = Endpoint(name, "vllm", VLLM.port, ns, (pods[0].served_name,), tuple(p.deployment_name for p in pods))
+    if plan.engine == "vllm":
+        # The seed's task URLs keep working: ollama-<role>:11434 reaches the vLLM server holding that role's
+        # adapter, which answers for the adapter's LoRA name (the base: the served name), OpenAI API under /v1.
+        for d in plan.designs:
+            server = endpoints[vllm_service(pool_server_key(d, len(cfg.nodes) > 1))]
+            for role in d.roles:
+                model = role if role in d.adapters else server.models[0]
+                endpoints[f"ollama-{role}"] = Endpoint(f"ollama-{role}", "vllm", OLLAMA.port, ns, (model,), server.workloads, server.name)
 
     routes: list[Route] = []
     stack = None

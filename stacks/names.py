@@ -83,6 +83,7 @@ def planned_objects(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[C
     for name in sorted({w.service_name for w in plan.vllm}):
         first = next(w for w in plan.vllm if w.service_name == name)
         out.append(Claim("Service", ns, name, key(*first.config_path)))
+        out += [Claim("Service", ns, ep.name, key(*first.config_path)) for ep in graph.endpoints.values() if ep.alias_of == name]
     if stack is not None:
         out.append(Claim("ConfigMap", ns, stack_config_map(stack.endpoint.name), key("llamaStack")))
         out.append(Claim("Service", ns, stack.endpoint.name, key("llamaStack")))

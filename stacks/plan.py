@@ -510,14 +510,18 @@ def _design_overhead(cfg: StackConfig, hf: HfModel, gpu: GpuRef, slots: int) -> 
     return m.context_bytes + m.non_kv_bytes
 
 
+def pool_server_key(d: PoolDesign, multi_node: bool) -> str:
+    """The `ollama.engine: vllm` server holding the adapters of one GPU."""
+    return f"adapters-{d.node}-gpu{d.index}" if multi_node else f"adapters-gpu{d.index}"
+
+
 def adapter_pool_models(cfg: StackConfig, designs: list[PoolDesign]) -> dict[str, VllmModel]:
     """engine vllm: one vLLM server per GPU of the pool, the adapters on it as LoRA modules."""
     assert cfg.ollama is not None
     pool = cfg.ollama.vllm
-    multi_node = len(cfg.nodes) > 1
     out = {}
     for d in designs:
-        name = f"adapters-{d.node}-gpu{d.index}" if multi_node else f"adapters-gpu{d.index}"
+        name = pool_server_key(d, len(cfg.nodes) > 1)
         out[name] = VllmModel.model_validate({
             "model": pool.model,
             "servedName": cfg.ollama.base_model.replace(":", "-"),

@@ -88,7 +88,8 @@ def test_multi_lora_needs_peft_dirs():
 def test_multi_lora_renders_vllm_servers_with_lora_modules():
     run = run_secret_raw(variant(lambda r: multi_lora(r, "fp8")), ["hfToken"])
     kinds = [o["kind"] + "/" + o["metadata"]["name"] for o in run.objects() if o["kind"] in ("Deployment", "Service")]
-    assert kinds == ["Service/vllm-adapters-gpu0", "Service/vllm-adapters-gpu1",
+    assert kinds == ["Service/ollama-base", "Service/ollama-chatbot", "Service/ollama-code", "Service/ollama-summarization",
+                     "Service/vllm-adapters-gpu0", "Service/vllm-adapters-gpu1",
                      "Deployment/vllm-adapters-gpu0", "Deployment/vllm-adapters-gpu1"]
     args = run.find("Deployment", "vllm-adapters-gpu1")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args == ["meta-llama/Meta-Llama-3-8B-Instruct", "--served-model-name", "llama3-8b", "--tensor-parallel-size", "1",
@@ -96,3 +97,21 @@ def test_multi_lora_renders_vllm_servers_with_lora_modules():
                     "--enable-lora", "--lora-modules", "code=/models/loras/code", "summarization=/models/loras/summarization",
                     "--max-loras", "2", "--max-lora-rank", "16"]
     assert json.loads(json.dumps(run.program["stack"].plan.to_dict()))["adapterPoolDesigns"][0]["vllmMultiLora"]["totalGiB"] == round(gpu0_fp8_bytes() / GiB, 3)
+
+
+def test_multi_lora_keeps_the_seeds_task_urls():
+    """ollama-<role>:11434 still resolves, to the vLLM server holding that role's adapter; the client sends the
+    adapter's LoRA name (the base: the served name) to the OpenAI API under /v1."""
+    run = run_secret_raw(variant(lambda r: multi_lora(r, "fp8")), ["hfToken"])
+    server = {d: run.find("Deployment", d)["spec"]["template"]["metadata"]["labels"] for d in ("vllm-adapters-gpu0", "vllm-adapters-gpu1")}
+    for role, gpu in (("base", 0), ("chatbot", 0), ("code", 1), ("summarization", 1)):
+        svc = run.find("Service", f"ollama-{role}")["spec"]
+        assert svc["ports"] == [{"name": "http", "port": 11434, "protocol": "TCP", "targetPort": "http"}]
+        labels = server[f"vllm-adapters-gpu{gpu}"]
+        assert all(labels[k] == v for k, v in svc["selector"].items())  # selects that GPU's server
+        other = server[f"vllm-adapters-gpu{1 - gpu}"]
+        assert not all(other.get(k) == v for k, v in svc["selector"].items())
+    endpoints = run.program["topology"].endpoints
+    assert endpoints["ollama-chatbot"] == "http://ollama-chatbot.llama3-multi-adapter:11434/v1"
+    graph = run.program["stack"].graph
+    assert graph.endpoints["ollama-chatbot"].models == ("chatbot",) and graph.endpoints["ollama-base"].models == ("llama3-8b",)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from tests.conftest import plan_of, run_secret_raw, stack_problems, stack_raw, variant
+from tests.conftest import plan_of, stack_problems, stack_raw, variant
 
 GiB = 2**30
 A100 = 81049 * 2**20

@@ -9,7 +9,7 @@ import kubernetes_validate as kv
 import pytest
 from kubernetes_validate.utils import SchemaNotFoundError
 
-from tests.conftest import run_raw, stack_raw, variant
+from tests.conftest import run_raw, run_secret_raw, stack_raw, variant
 from tools.offline import ROOT, run_stack
 
 K8S_VERSION = "1.34.0"
@@ -23,7 +23,15 @@ def one_pod_per_gpu(raw):
     raw["ollama"]["adapters"] = {"code": raw["ollama"]["adapters"]["code"]}
 
 
+def multi_lora(raw):
+    raw["hfToken"] = "hf_x"  # the Meta-Llama-3-8B base is gated
+    raw["ollama"].update(engine="vllm", vllm={"quantization": "fp8"})
+    for name, a in raw["ollama"]["adapters"].items():
+        a["loraDir"] = f"loras/{name}"
+
+
 VARIANTS = {
+    "multi-lora": multi_lora,
     "dra": lambda r: r["gpuSharing"].update(mode="dra"),
     "exclusive": one_pod_per_gpu,
     "rwx": lambda r: r.update(modelCache={"mode": "rwx", "storageClassName": "longhorn", "storageClassReclaimPolicy": "Retain"}),
@@ -51,7 +59,8 @@ def test_stack_objects_pass_strict_schema(stack):
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_mode_variants_pass_strict_schema(name):
-    validate_all(run_raw(variant(VARIANTS[name])).objects())
+    raw = variant(VARIANTS[name])
+    validate_all(run_secret_raw(raw, ["hfToken"] if "hfToken" in raw else []).objects())
 
 
 def test_validator_catches_a_typo():
@@ -84,12 +93,11 @@ def test_the_name_registry_lists_exactly_what_renders(stack):
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_the_name_registry_lists_exactly_what_renders_in_every_mode(name):
     raw = variant(VARIANTS[name])
-    assert planned_names(raw) == rendered_names(run_raw(raw))
+    secrets = ["hfToken"] if "hfToken" in raw else []
+    assert planned_names(raw, frozenset(f"llm-infra:{k}" for k in secrets)) == rendered_names(run_secret_raw(raw, secrets))
 
 
 def test_the_name_registry_covers_llama_stack_agents_and_per_pod_claims():
-    from tests.conftest import run_secret_raw
-
     raw = variant(lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "local-path", "storageClassReclaimPolicy": "Retain"}), "prod")
     secrets = frozenset({"llm-infra:hfToken"})
     names = planned_names(raw, secrets)
