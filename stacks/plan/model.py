@@ -1,0 +1,397 @@
+"""The plan's types: GPUs, pods and their memory, nodes, and the plan that holds them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stacks.catalog import GIB, GPU_MODELS, OLLAMA, VLLM, HfModel
+from stacks.config import Adapter, Gpu, Node, OllamaServer, VllmModel, key
+from stacks.vllm_memory import KvBlocks, RankMemory
+
+LLAMA_STACK_NAME = "llamastack-server"
+"""Deployment and Service of Llama Stack: seed 004's agents default to http://llamastack-server.<namespace>:8321."""
+
+
+@dataclass(frozen=True)
+class GpuRef:
+    """One physical GPU as the plan and the components address it."""
+
+    node: str
+    index: int
+    capacity_bytes: int
+    uuid: str | None
+    pci_bus_id: str | None
+    config_path: tuple[str | int, ...]
+    model: str = ""
+    """Catalog GPU model, if given (vLLM's batch defaults depend on it)."""
+
+    @property
+    def claim_name(self) -> str:
+        """Name of the ResourceClaim for this GPU in `dra` mode."""
+        return f"{self.node}-gpu-{self.index}"
+
+
+@dataclass(frozen=True)
+class PodVram:
+    name: str
+    workload: str
+    weights_bytes: int
+    kv_bytes: int
+    surcharge_bytes: int
+    cuda_context_bytes: int
+
+    @property
+    def predicted_bytes(self) -> int:
+        """What Ollama predicts for the load (PredictServerVRAM + batch surcharge)."""
+        return self.weights_bytes + self.kv_bytes + self.surcharge_bytes
+
+    @property
+    def overhead_bytes(self) -> int:
+        return self.surcharge_bytes + self.cuda_context_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        return self.predicted_bytes + self.cuda_context_bytes
+
+
+@dataclass(frozen=True)
+class VllmShare:
+    """What one vLLM pod takes of one of its GPUs, as the engine accounts for it (stacks/vllm_memory.py):
+    the context outside its share, and inside the share weights, the profile peak, non-torch memory,
+    CUDA graphs, LoRA slots and the KV cache that is left."""
+
+    name: str
+    workload: str
+    memory: RankMemory
+
+    @property
+    def weights_bytes(self) -> int:
+        return self.memory.weights_bytes
+
+    @property
+    def kv_bytes(self) -> int:
+        return self.memory.kv_bytes
+
+    @property
+    def overhead_bytes(self) -> int:
+        """Everything but weights and KV cache, the context outside the share included."""
+        return self.memory.context_bytes + self.memory.non_kv_bytes - self.memory.weights_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        return self.memory.footprint_bytes
+
+
+@dataclass
+class VllmWorkload:
+    """One vLLM pod (a replica of a model) and where the plan put it."""
+
+    key: str
+    config_path: tuple[str, ...]
+    spec: VllmModel
+    hf: HfModel
+    replica: int
+    node: str = ""
+    gpus: tuple[GpuRef, ...] = ()
+    shares: tuple[VllmShare, ...] = ()
+    blocks: KvBlocks | None = None
+    """The KV cache in engine blocks (minimum over ranks; profiled caches less the margin)."""
+    pinned: bool = False
+    """A GPU of this pod is shared: its KV cache is pinned with --kv-cache-memory-bytes."""
+    margin_bytes: int = 0
+    """Taken off a profiled KV cache (0 when pinned: the engine then takes exactly the pinned size)."""
+
+    @property
+    def deployment_name(self) -> str:
+        return f"vllm-{self.key}" if self.spec.replicas == 1 else f"vllm-{self.key}-{self.replica}"
+
+    @property
+    def service_name(self) -> str:
+        return f"vllm-{self.key}"
+
+    @property
+    def served_name(self) -> str:
+        return self.spec.served_name or self.key
+
+    @property
+    def weights_bytes(self) -> int:
+        """The whole checkpoint in GPU memory (all ranks)."""
+        return vllm_weights_bytes(self.spec, self.hf)
+
+    @property
+    def kv_bytes_per_token_per_rank(self) -> int:
+        kv_dtype = 1 if self.spec.kv_cache_dtype.startswith("fp8") else dtype_bytes(self.spec.dtype)
+        return self.hf.arch.kv_bytes_per_token_per_rank(self.spec.tensor_parallel, kv_dtype)
+
+    @property
+    def kv_budget_bytes_per_rank(self) -> int:
+        return min(s.kv_bytes for s in self.shares)
+
+    @property
+    def max_full_context_seqs(self) -> int:
+        """Sequences of maxModelLen tokens the engine's KV blocks hold at once."""
+        return self.blocks.full_length_sequences if self.blocks is not None else 0
+
+    @property
+    def pinned_kv_bytes(self) -> int | None:
+        """--kv-cache-memory-bytes for a pod on a shared GPU (whole blocks), else None."""
+        return self.blocks.pinned_bytes if self.pinned and self.blocks is not None else None
+
+
+def dtype_bytes(dtype: str) -> int:
+    return 4 if dtype in ("float", "float32") else 2
+
+
+def vllm_weights_bytes(spec: VllmModel, hf: HfModel) -> int:
+    params = hf.arch.parameters_b * 1e9
+    if hf.quant_bits == 4:
+        unq = hf.unquantized_parameters_b * 1e9
+        return round(unq * 2 + (params - unq) * VLLM.four_bit_bytes_per_parameter)
+    if spec.quantization is not None and spec.quantization.startswith("fp8"):
+        return round(params)
+    return round(params * dtype_bytes(spec.dtype))
+
+
+@dataclass(frozen=True)
+class OllamaWorkload:
+    """One Ollama server (Deployment + Service) with everything the components need to render it."""
+
+    role: str
+    config_path: tuple[str, ...]
+    server: OllamaServer
+    adapter: Adapter | None
+    base_model: str
+    node: str
+    gpu: GpuRef
+    pods: tuple[PodVram, ...]
+    fit_target_mib: int = OLLAMA.fit_target_mib
+    """LLAMA_ARG_FIT_TARGET the pods get (plan.ollamaFitTargetMiB), so llama-server keeps what the plan checked."""
+
+    @property
+    def deployment_name(self) -> str:
+        return "ollama-base" if self.adapter is None else f"ollama-adapter-{self.role}"
+
+    @property
+    def service_name(self) -> str:
+        return f"ollama-{self.role}"
+
+    @property
+    def model_name(self) -> str:
+        """The Ollama model this server answers for: the base tag, or the adapter's name."""
+        return self.base_model if self.adapter is None else self.role
+
+
+@dataclass
+class GpuPlan:
+    gpu: GpuRef
+    pods: list[PodVram | VllmShare] = field(default_factory=list)
+    fit_target_bytes: int = 0
+    """plan.ollamaFitTargetMiB: llama-server's --fit keeps this much free."""
+    whole_load_rule: bool = False
+    """plan.ollamaWholeLoadRule: also apply Ollama's 80 % rule."""
+
+    @property
+    def allocated_bytes(self) -> int:
+        return sum(p.total_bytes for p in self.pods)
+
+    @property
+    def free_bytes(self) -> int:
+        return self.gpu.capacity_bytes - self.allocated_bytes
+
+    def free_at_load_bytes(self, pod: PodVram) -> int:
+        """Memory free when `pod` loads last: capacity minus every other pod's use."""
+        return self.gpu.capacity_bytes - (self.allocated_bytes - pod.total_bytes)
+
+    def loads_whole(self, pod: PodVram | VllmShare) -> bool:
+        """An Ollama pod, loading last, gets every layer on the GPU: pinned to one GPU, llama-server --fit places all
+        layers when its allocation (weights, KV, compute, CUDA context) stays within free memory minus the fit target;
+        with plan.ollamaWholeLoadRule, Ollama's 80 % rule must hold too. A vLLM server gets its share or does not start."""
+        if isinstance(pod, VllmShare):
+            return True
+        free = self.free_at_load_bytes(pod)
+        fits = pod.total_bytes <= free - self.fit_target_bytes
+        return fits and (not self.whole_load_rule or pod.predicted_bytes <= OLLAMA.whole_load_fraction * free)
+
+
+@dataclass
+class NodePlan:
+    node: Node
+    cpu_requests: float = 0.0
+    memory_requests_gib: float = 0.0
+    pods: list[str] = field(default_factory=list)
+
+    @property
+    def cpu_allocatable(self) -> float:
+        return self.node.cpu - self.node.reserve.cpu
+
+    @property
+    def memory_allocatable_gib(self) -> float:
+        return self.node.memory_gib - self.node.reserve.memory_gib
+
+
+@dataclass
+class Plan:
+    mode: str
+    workloads: list[OllamaWorkload]
+    gpus: list[GpuPlan]
+    nodes: list[NodePlan]
+    vllm: list[VllmWorkload] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    designs: list[PoolDesign] = field(default_factory=list)
+    engine: str = "ollama"
+    """How the adapter pool is deployed (ollama.engine)."""
+    vllm_margin_bytes: int = 0
+    """plan.vllmMarginGiB: kept free on every GPU a vLLM server uses."""
+
+    def used_gpus(self) -> list[GpuPlan]:
+        return [g for g in self.gpus if g.pods]
+
+    def to_dict(self) -> dict:
+        return {
+            "gpuSharing": self.mode,
+            "gpus": [
+                {
+                    "node": g.gpu.node,
+                    "index": g.gpu.index,
+                    "capacityGiB": gib(g.gpu.capacity_bytes),
+                    "allocatedGiB": gib(g.allocated_bytes),
+                    "freeGiB": gib(g.free_bytes),
+                    "pods": [
+                        {
+                            "name": p.name,
+                            "workload": p.workload,
+                            "engine": "vllm" if isinstance(p, VllmShare) else "ollama",
+                            "weightsGiB": gib(p.weights_bytes),
+                            "kvCacheGiB": gib(p.kv_bytes),
+                            "overheadGiB": gib(p.overhead_bytes),
+                            "totalGiB": gib(p.total_bytes),
+                            **(
+                                {"gpuMemoryUtilization": round(p.memory.share_bytes / g.gpu.capacity_bytes, 4),
+                                 "contextGiB": gib(p.memory.context_bytes)}
+                                if isinstance(p, VllmShare)
+                                else {
+                                    "predictedGiB": gib(p.predicted_bytes),
+                                    "freeAtLoadGiB": gib(g.free_at_load_bytes(p)),
+                                    "loadsWhole": g.loads_whole(p),
+                                }
+                            ),
+                        }
+                        for p in g.pods
+                    ],
+                }
+                for g in self.gpus
+            ],
+            "nodes": [
+                {
+                    "name": n.node.name,
+                    "cpu": {
+                        "capacity": n.node.cpu,
+                        "reserve": n.node.reserve.cpu,
+                        "allocatable": n.cpu_allocatable,
+                        "requests": round(n.cpu_requests, 3),
+                    },
+                    "memoryGiB": {
+                        "capacity": n.node.memory_gib,
+                        "reserve": n.node.reserve.memory_gib,
+                        "allocatable": n.memory_allocatable_gib,
+                        "requests": round(n.memory_requests_gib, 3),
+                    },
+                    "pods": n.pods,
+                }
+                for n in self.nodes
+            ],
+            "vllm": [
+                {
+                    "model": w.key,
+                    "replica": w.replica,
+                    "deployment": w.deployment_name,
+                    "repo": w.hf.repo,
+                    "servedName": w.served_name,
+                    "node": w.node,
+                    "gpus": [g.index for g in w.gpus],
+                    "tensorParallel": w.spec.tensor_parallel,
+                    "gpuMemoryUtilization": w.spec.gpu_memory_utilization,
+                    "maxModelLen": w.spec.max_model_len,
+                    "weightsGiB": gib(w.weights_bytes),
+                    "weightsPerGpuGiB": gib(w.shares[0].weights_bytes) if w.shares else None,
+                    "kvPerTokenPerGpuKiB": round(w.kv_bytes_per_token_per_rank / 1024, 3),
+                    "kvCachePerGpuGiB": gib(w.kv_budget_bytes_per_rank) if w.shares else None,
+                    "kvCacheMemoryBytes": w.pinned_kv_bytes,
+                    "kvBlocks": w.blocks.usable_blocks if w.blocks else None,
+                    "maxConcurrentSeqsAtFullContext": w.max_full_context_seqs if w.shares else None,
+                }
+                for w in self.vllm
+            ],
+            "adapterPoolDesigns": [
+                {
+                    "node": d.node, "index": d.index, "capacityGiB": gib(d.capacity_bytes), "roles": list(d.roles),
+                    "slots": d.slots, "kvTokens": d.tokens,
+                    "ollama": {"totalGiB": gib(d.ollama_bytes)},
+                    "vllmMultiLora": {
+                        "weightsGiB": gib(d.vllm_weights_bytes), "loraGiB": gib(d.vllm_lora_bytes), "kvCacheGiB": gib(d.vllm_kv_bytes),
+                        "overheadGiB": gib(d.vllm_overhead_bytes), "totalGiB": gib(d.vllm_bytes),
+                    },
+                }
+                for d in self.designs
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class PoolDesign:
+    """The adapter pool on one GPU, both ways, for the same adapters and concurrency."""
+
+    node: str
+    index: int
+    capacity_bytes: int
+    roles: tuple[str, ...]
+    adapters: tuple[str, ...]
+    slots: int
+    tokens: int
+    """KV tokens the roles hold at once: sum of replicas x parallel x contextLength."""
+    max_context: int
+    ollama_bytes: int
+    vllm_weights_bytes: int
+    vllm_lora_bytes: int
+    vllm_kv_bytes: int
+    vllm_overhead_bytes: int
+
+    @property
+    def vllm_bytes(self) -> int:
+        return self.vllm_weights_bytes + self.vllm_lora_bytes + self.vllm_kv_bytes + self.vllm_overhead_bytes
+
+
+def gib(n: int | float) -> float:
+    return round(n / GIB, 3)
+
+
+def gpu_capacity_bytes(gpu: Gpu) -> int:
+    """The total CUDA reports: the catalog's figure for the model, or vramGiB as given."""
+    if gpu.model is not None:
+        return GPU_MODELS[gpu.model].cuda_total_bytes
+    assert gpu.vram_gib is not None  # one of the two, checked at the edge
+    return round(gpu.vram_gib * GIB)
+
+
+def shm_gib(spec: VllmModel) -> int:
+    """/dev/shm (memory-backed) for tensor parallelism; none for a single GPU."""
+    return VLLM.shm_gib_per_rank * spec.tensor_parallel if spec.tensor_parallel > 1 else 0
+
+
+def listing(items: list[str], limit: int = 4, sep: str = ", ") -> str:
+    """At most `limit` items, then how many more: a thousand replicas make one short line."""
+    head = sep.join(items[:limit])
+    return head if len(items) <= limit else f"{head}{sep}... and {len(items) - limit} more"
+
+
+def servers_on(plan: Plan, g: GpuPlan) -> str:
+    keys = [key(*w.config_path, "gpu") for w in plan.workloads if w.gpu == g.gpu]
+    keys += [key(*w.config_path, "gpuMemoryUtilization") for w in plan.vllm if g.gpu in w.gpus]
+    return ", ".join(dict.fromkeys(keys))
+
+
+def pod_figures(p: PodVram | VllmShare) -> str:
+    return (
+        f"{p.name} {(p.total_bytes) / GIB:.2f} (weights {(p.weights_bytes) / GIB:.2f} + KV {(p.kv_bytes) / GIB:.2f}"
+        f" + overhead {(p.overhead_bytes) / GIB:.2f})"
+    )

@@ -1,0 +1,65 @@
+"""The plan as text tables a person can read (printed by `make render`)."""
+
+from __future__ import annotations
+
+from stacks.catalog import GIB
+from stacks.plan.model import Plan, VllmShare
+
+
+def format_table(plan: Plan) -> str:
+    """The plan as text tables a person can read."""
+    rows = [("GPU", "pod", "weights", "KV cache", "overhead", "total", "free at load", "whole")]
+    for g in plan.gpus:
+        label = f"{g.gpu.node}/{g.gpu.index}"
+        for p in g.pods:
+            rows.append((
+                label, p.name, f"{(p.weights_bytes) / GIB:.2f}", f"{(p.kv_bytes) / GIB:.2f}", f"{(p.overhead_bytes) / GIB:.2f}",
+                f"{(p.total_bytes) / GIB:.2f}",
+                *(("-", "-") if isinstance(p, VllmShare) else (f"{(g.free_at_load_bytes(p)) / GIB:.2f}", "yes" if g.loads_whole(p) else "NO")),
+            ))
+        rows.append((label, "= allocated / capacity", "", "", "", f"{(g.allocated_bytes) / GIB:.2f}", f"of {(g.gpu.capacity_bytes) / GIB:.2f}", ""))
+    out = [f"GPU plan (GiB; gpuSharing.mode={plan.mode})", text_table(rows)]
+    if plan.workloads:
+        rule = " and Ollama's 80 % rule (plan.ollamaWholeLoadRule)" if any(g.whole_load_rule for g in plan.gpus) else ""
+        out += ["  free at load: what an Ollama pod sees free if it loads after every other pod on its GPU",
+                f"  whole: it then loads every layer on the GPU (llama-server --fit: its total within free at load less "
+                f"{plan.gpus[0].fit_target_bytes / 2**20:g} MiB{rule}); NO: it would spill layers to the CPU"]
+    out.append("")
+    rows = [("node", "CPU requested", "CPU allocatable", "RAM requested GiB", "RAM allocatable GiB", "pods")]
+    for n in plan.nodes:
+        rows.append((n.node.name, f"{n.cpu_requests:.2f}", f"{n.cpu_allocatable:.2f}", f"{n.memory_requests_gib:.2f}",
+                     f"{n.memory_allocatable_gib:.2f}", str(len(n.pods))))
+    out += ["Node plan", text_table(rows, left=1)]
+    if plan.vllm:
+        rows = [("vLLM pod", "GPUs", "TP", "util", "weights/GPU", "KV/GPU", "KV", "KV/token/GPU", "blocks", "maxModelLen", "seqs at full len")]
+        for w in plan.vllm:
+            rows.append((
+                w.deployment_name, f"{w.node}/{','.join(str(g.index) for g in w.gpus)}", str(w.spec.tensor_parallel),
+                f"{w.spec.gpu_memory_utilization:.2f}", f"{(w.shares[0].weights_bytes) / GIB:.2f}", f"{(w.kv_budget_bytes_per_rank) / GIB:.2f}",
+                "pinned" if w.pinned else f"profiled -{w.margin_bytes / GIB:.2f}",
+                f"{w.kv_bytes_per_token_per_rank / 1024:g} KiB", str(w.blocks.usable_blocks if w.blocks else 0),
+                str(w.spec.max_model_len), str(w.max_full_context_seqs),
+            ))
+        out += ["", "vLLM (GiB per GPU as vLLM 0.33 accounts for it; KV pinned = --kv-cache-memory-bytes on a shared GPU, "
+                "profiled = vLLM measures, the plan counts the margin off; blocks of 16 tokens after the null block; "
+                "seqs at full len = maxModelLen-token sequences the blocks hold at once)", text_table(rows)]
+    if plan.designs:
+        rows = [("GPU", "roles", "slots", "KV tokens", "Ollama pods", "vLLM multi-LoRA", "(weights", "LoRA", "KV", "overhead)", "capacity")]
+        mark = lambda b, cap: f"{b / GIB:.2f}" + ("" if b <= cap else " !")  # noqa: E731
+        for d in plan.designs:
+            rows.append((
+                f"{d.node}/{d.index}", "+".join(d.roles), str(d.slots), str(d.tokens), mark(d.ollama_bytes, d.capacity_bytes),
+                mark(d.vllm_bytes, d.capacity_bytes), f"{(d.vllm_weights_bytes) / GIB:.2f}", f"{(d.vllm_lora_bytes) / GIB:.2f}",
+                f"{(d.vllm_kv_bytes) / GIB:.2f}", f"{(d.vllm_overhead_bytes) / GIB:.2f}", f"{(d.capacity_bytes) / GIB:.2f}",
+            ))
+        out += ["", f"Adapter pool designs (GiB; same adapters and concurrency; deployed: ollama.engine={plan.engine})", text_table(rows),
+                "  ! = does not fit the GPU's capacity"]
+    return "\n".join(out)
+
+
+def text_table(rows: list[tuple[str, ...]], left: int = 2) -> str:
+    """Rows as aligned columns, the header underlined; the first `left` columns left-aligned, the rest right."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

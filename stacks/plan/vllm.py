@@ -1,0 +1,171 @@
+"""The vLLM side of the plan: placing every replica on GPUs with room, and checking each as the engine would."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from stacks.catalog import GIB, VLLM
+from stacks.config import Node, StackConfig, VllmModel, key
+from stacks.config.vllm import hf_model
+from stacks.plan.model import GpuPlan, GpuRef, NodePlan, Plan, VllmShare, VllmWorkload, gpu_capacity_bytes, listing, shm_gib
+from stacks.vllm_memory import RankMemory, kv_blocks, rank_memory
+
+
+def _vllm_replicas(models: dict[str, tuple[tuple[str, ...], VllmModel]]) -> list[VllmWorkload]:
+    """Every vLLM pod, biggest first (tensor parallel, then share of a GPU), so placement packs well."""
+    out = [
+        VllmWorkload(k, path, m, hf, r)
+        for k, (path, m) in models.items()
+        if (hf := hf_model(m)) is not None
+        for r in range(m.replicas)
+    ]
+    return sorted(out, key=lambda w: (-w.spec.tensor_parallel, -w.spec.gpu_memory_utilization, w.key, w.replica))
+
+
+@dataclass(frozen=True)
+class VllmAllowances:
+    """plan.vllmContextGiB and plan.vllmMarginGiB in bytes."""
+
+    context_bytes: int
+    margin_bytes: int
+
+
+def _footprint(w: VllmWorkload, g: GpuPlan, allow: VllmAllowances) -> int:
+    return math.ceil(w.spec.gpu_memory_utilization * g.gpu.capacity_bytes) + allow.context_bytes
+
+
+def _fit(w: VllmWorkload, node: Node, gpus: dict[tuple[str, int], GpuPlan], pinned: list[int] | None,
+         allow: VllmAllowances, exclusive: bool = False) -> list[GpuPlan] | None:
+    """The GPUs of `node` this pod would take: the pinned ones, or the tightest that still have room for
+    its footprint (share + context) and the GPU's margin (in exclusive mode, only GPUs nothing else uses)."""
+    room = [g for (n, _), g in gpus.items() if n == node.name and g.free_bytes - allow.margin_bytes >= _footprint(w, g, allow)
+            and not (exclusive and g.pods)]
+    if pinned is not None:
+        chosen = [g for g in room if g.gpu.index in pinned]
+        return chosen if len(chosen) == len(pinned) else None
+    room.sort(key=lambda g: (g.free_bytes - _footprint(w, g, allow), g.gpu.index))
+    return room[: w.spec.tensor_parallel] if len(room) >= w.spec.tensor_parallel else None
+
+
+def _rank_memory(w: VllmWorkload, g: GpuPlan, allow: VllmAllowances) -> RankMemory:
+    loras = w.spec.max_loras or len(w.spec.lora_modules)
+    lora = w.hf.arch.lora_bytes(w.spec.max_lora_rank or VLLM.default_max_lora_rank) * loras if loras else 0
+    return rank_memory(w.hf, w.weights_bytes, w.spec.tensor_parallel, w.spec.gpu_memory_utilization, g.gpu.capacity_bytes,
+                       g.gpu.model, w.spec.max_num_batched_tokens, w.spec.max_num_seqs, allow.context_bytes, lora)
+
+
+def place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan], nodes: dict[str, NodePlan],
+                models: dict[str, tuple[tuple[str, ...], VllmModel]]) -> None:
+    allow = VllmAllowances(round(cfg.plan.vllm_context_gib * GIB), round(cfg.plan.vllm_margin_gib * GIB))
+    plan.vllm_margin_bytes = allow.margin_bytes
+    unplaced: list[VllmWorkload] = []
+    exclusive = cfg.gpu_sharing.mode == "exclusive"
+    for w in _vllm_replicas(models):
+        candidates = [n for n in cfg.nodes if w.spec.node in (None, n.name)]
+        placed = next(((n, f) for n in candidates if (f := _fit(w, n, gpus, w.spec.gpus, allow, exclusive)) is not None), None)
+        if placed is None:
+            unplaced.append(w)
+            continue
+        node, chosen = placed
+        w.node, w.gpus = node.name, tuple(sorted((g.gpu for g in chosen), key=lambda r: r.index))
+        shares = []
+        for g in sorted(chosen, key=lambda g: g.gpu.index):
+            share = VllmShare(w.deployment_name, w.deployment_name, _rank_memory(w, g, allow))
+            g.pods.append(share)
+            shares.append(share)
+        w.shares = tuple(shares)
+        n = nodes[node.name]
+        n.cpu_requests += w.spec.cpu
+        n.memory_requests_gib += w.spec.memory_gib + shm_gib(w.spec)
+        n.pods.append(w.deployment_name)
+        plan.vllm.append(w)
+    plan.vllm.sort(key=lambda w: (w.key, w.replica))
+    for w in plan.vllm:
+        # A GPU shared with another server: the KV size is pinned (--kv-cache-memory-bytes), exactly what the
+        # plan computed, so start order and neighbours cannot change it. Alone on its GPUs, vLLM profiles, and
+        # the plan counts on the KV cache less the margin its estimates may be off by.
+        w.pinned = any(len(gpus[(w.node, ref.index)].pods) > 1 for ref in w.gpus)
+        w.margin_bytes = 0 if w.pinned else allow.margin_bytes
+        kv = [s.kv_bytes - w.margin_bytes for s in w.shares]
+        w.blocks = kv_blocks(kv, w.kv_bytes_per_token_per_rank, w.spec.max_model_len)
+        plan.problems += _vllm_share_problems(w)
+    if unplaced:
+        plan.problems += _unplaced_problems(cfg, unplaced, gpus, allow)
+
+
+def _vllm_share_problems(w: VllmWorkload) -> list[str]:
+    at = lambda *k: key(*w.config_path, *k)  # noqa: E731
+    s = min(w.shares, key=lambda x: x.kv_bytes)
+    m = s.memory
+    util = w.spec.gpu_memory_utilization
+    if m.kv_bytes <= 0:
+        return [
+            f"{at('gpuMemoryUtilization')}: {w.deployment_name} does not fit its share of a GPU: {util:g} x "
+            f"{(m.share_bytes / util) / GIB:.2f} GiB = {(m.share_bytes) / GIB:.2f} GiB, but weights need {(m.weights_bytes) / GIB:.2f} GiB "
+            f"per GPU (of {(w.weights_bytes) / GIB:.2f} GiB over tensorParallel {w.spec.tensor_parallel}) + "
+            f"{(m.non_kv_bytes - m.weights_bytes) / GIB:.2f} GiB profile peak, non-torch memory and CUDA graphs; "
+            f"raise gpuMemoryUtilization or tensorParallel, or quantize"
+        ]
+    b = w.blocks
+    assert b is not None
+    if b.usable_blocks < b.blocks_per_sequence:
+        how = "pinned" if w.pinned else f"profiled, less the {w.margin_bytes / GIB:.2f} GiB margin"
+        return [
+            f"{at('maxModelLen')}: {w.deployment_name}'s KV cache ({(s.kv_bytes) / GIB:.2f} GiB per GPU, {how}) holds "
+            f"{b.usable_blocks} blocks of {VLLM.block_size} tokens after the null block, {b.tokens} tokens: less than one "
+            f"{w.spec.max_model_len}-token sequence ({b.blocks_per_sequence} blocks); vLLM would refuse to start. "
+            f"Use maxModelLen <= {b.tokens}, or raise gpuMemoryUtilization / tensorParallel, or set kvCacheDtype fp8"
+        ]
+    return []
+
+
+def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dict[tuple[str, int], GpuPlan],
+                       allow: VllmAllowances) -> list[str]:
+    """Name each pod that has no room, and what the node would need to place them all."""
+    out = []
+    by_model: dict[str, list[VllmWorkload]] = {}
+    for w in unplaced:
+        by_model.setdefault(w.key, []).append(w)
+    for group in by_model.values():
+        w = group[0]
+        node = next(n for n in cfg.nodes if w.spec.node in (None, n.name))
+        free = ", ".join(f"{g.gpu.index}: {g.free_bytes / GIB:.2f}{_holders(g)}" for (n, _), g in gpus.items() if n == node.name)
+        where = "its pinned GPUs" if w.spec.gpus else f"{w.spec.tensor_parallel} GPU(s) of one node"
+        need = w.spec.gpu_memory_utilization * gpu_capacity_bytes(node.gpus[0]) + allow.context_bytes if node.gpus else 0
+        out.append(
+            f"{key(*w.config_path)}: no room for {listing([x.deployment_name for x in group])}"
+            f"{f' ({len(group)} of its {w.spec.replicas} replicas)' if len(group) > 1 else ''}: each needs {w.spec.gpu_memory_utilization:g} of {where} "
+            f"plus its {allow.context_bytes / GIB:.2f} GiB context ({need / GIB:.2f} GiB each), and every GPU keeps a "
+            f"{allow.margin_bytes / GIB:.2f} GiB margin; free GiB per GPU on node {node.name}: {free or 'no GPUs'}"
+        )
+    # How many more GPUs like the node's largest would place what is left (same packing rule).
+    node = cfg.nodes[0]
+    if node.gpus and not any(w.spec.gpus for w in unplaced):
+        template = max(node.gpus, key=gpu_capacity_bytes)
+        capacity = gpu_capacity_bytes(template)
+        for extra in range(1, 33):
+            trial = {k: GpuPlan(g.gpu, list(g.pods), g.fit_target_bytes, g.whole_load_rule) for k, g in gpus.items()}
+            for i in range(extra):
+                ref = GpuRef(node.name, 1000 + i, capacity, None, None, (), template.model or "")
+                trial[(node.name, 1000 + i)] = GpuPlan(ref)
+            if all(_take(w, node, trial, allow, cfg.gpu_sharing.mode == "exclusive") for w in unplaced):
+                out.append(
+                    f"{key('nodes', 0, 'gpus')}: to place everything, node {node.name} needs {extra} more GPU(s) of "
+                    f"{capacity / GIB:.2f} GiB (like its GPU {template.index}), or lower gpuMemoryUtilization / replicas"
+                )
+                break
+    return out
+
+
+def _holders(g: GpuPlan) -> str:
+    """Who holds a GPU, so a failure points at what took the room (the model just added, often)."""
+    names = list(dict.fromkeys(p.workload for p in g.pods))
+    return f" (held by {listing(names, 3)})" if names else ""
+
+
+def _take(w: VllmWorkload, node: Node, gpus: dict[tuple[str, int], GpuPlan], allow: VllmAllowances, exclusive: bool) -> bool:
+    chosen = _fit(w, node, gpus, None, allow, exclusive)
+    for g in chosen or []:
+        g.pods.append(VllmShare(w.deployment_name, w.deployment_name, _rank_memory(w, g, allow)))
+    return chosen is not None
