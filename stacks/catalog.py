@@ -131,48 +131,7 @@ class HfModel:
         return self.max_context or self.arch.max_position
 
 
-LLAMA31_8B = ModelArch("Llama 3.1 8B", 8.03, 32, 32, 8, 128, 4096, 131072, ffn=14336, vocab=128256)
-LLAMA31_70B = ModelArch("Llama 3.1 70B", 70.6, 80, 64, 8, 128, 8192, 131072, ffn=28672, vocab=128256)
-LLAMA32_3B = ModelArch("Llama 3.2 3B", 3.21, 28, 24, 8, 128, 3072, 131072, ffn=8192, vocab=128256)
-MIXTRAL_8X7B = ModelArch("Mixtral 8x7B", 46.7, 32, 32, 8, 128, 4096, 32768, ffn=14336, vocab=32000)
-DEEPSEEK_V2_LITE = ModelArch("DeepSeek-Coder-V2-Lite", 15.7, 27, 16, 16, 128, 2048, 163840, mla_kv_dim=576, vocab=102400)
-# Llama 3 8B (the base of Ollama's llama3:8b; meta-llama/Meta-Llama-3-8B-Instruct config.json).
-LLAMA3_8B = ModelArch("Llama 3 8B", 8.03, 32, 32, 8, 128, 4096, 8192, ffn=14336, vocab=128256)
-OLLAMA_MODELS: dict[str, OllamaModel] = {
-    m.tag: m
-    for m in (
-        OllamaModel(
-            tag="llama3:8b",
-            arch=LLAMA3_8B,
-            quantization="Q4_0",
-            file_bytes=4_661_211_424,
-            note="the instruct model (same manifest as llama3:instruct); LoRAs must be trained on it",
-        ),
-    )
-}
-GRANITE31_8B = ModelArch("Granite 3.1 8B", 8.1, 40, 32, 8, 128, 4096, 131072, ffn=12800, vocab=49155)
-
-HF_MODELS: dict[str, HfModel] = {
-    m.repo: m
-    for m in (
-        HfModel("meta-llama/Llama-3.1-8B-Instruct", LLAMA31_8B, gated=True),
-        HfModel("meta-llama/Meta-Llama-3-8B-Instruct", LLAMA3_8B, gated=True,
-                note="bf16 original of Ollama's llama3:8b (instruct); the multi-LoRA adapter pool's base"),
-        HfModel("meta-llama/Llama-3.1-70B-Instruct", LLAMA31_70B, gated=True),
-        HfModel("meta-llama/Llama-3.2-3B-Instruct", LLAMA32_3B, gated=True),
-        HfModel("meta-llama/Llama-Guard-3-8B", LLAMA31_8B, gated=True, safety_classifier=True,
-                note="safety classifier, Llama 3.1 8B architecture; categories S1-S14"),
-        HfModel("ibm-granite/granite-3.1-8b-instruct", GRANITE31_8B, gated=False),
-        HfModel("watt-ai/watt-tool-8B", LLAMA31_8B, gated=False, max_context=32768,
-                note="fine-tune of Llama-3.1-8B-Instruct for tool use; model card: 32768 context, Apache-2.0"),
-        HfModel("deepseek-ai/DeepSeek-Coder-V2-Lite-Instruct", DEEPSEEK_V2_LITE, gated=False,
-                note="MLA; bf16 files 31.4 GB; vLLM 0.33 parses its config natively (no --trust-remote-code)"),
-        HfModel("casperhansen/mixtral-instruct-awq", MIXTRAL_8X7B, gated=False, quant_bits=4, quant_method="awq",
-                unquantized_parameters_b=0.27, note="AWQ 4-bit, group 128; gates and embeddings unquantized"),
-        HfModel("AMead10/Llama-3.2-3B-Instruct-AWQ", LLAMA32_3B, gated=False, quant_bits=4, quant_method="awq",
-                unquantized_parameters_b=0.39, note="community AWQ 4-bit (tied embeddings stay 16 bit); quality unverified"),
-    )
-}
+# The models themselves are data: one file per model under catalog/ (stacks/model_catalog.py reads them).
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 
-from stacks.catalog import MIB, OLLAMA_MODELS
+from stacks.catalog import MIB
 from stacks.config import StackConfig, Vllm, key
+from stacks.model_catalog import ollama_models
 from stacks.plan import OllamaWorkload, Plan, VllmWorkload
 
 INT32_MAX = 2**31 - 1
@@ -29,7 +30,7 @@ def vllm_startup_seconds(w: VllmWorkload, timing: Vllm) -> int:
 
 def ollama_rollout_seconds(w: OllamaWorkload, pull_mib_per_second: float, server_start_seconds: int) -> int:
     """Worst case from rollout start to Ready: first pull of the weights, the private server's start and the real one's."""
-    return math.ceil(OLLAMA_MODELS[w.base_model].file_bytes / (pull_mib_per_second * MIB) + 2 * server_start_seconds)
+    return math.ceil(ollama_models()[w.base_model].file_bytes / (pull_mib_per_second * MIB) + 2 * server_start_seconds)
 
 
 def _too_large(seconds: float) -> bool:
@@ -58,7 +59,7 @@ def timing_problems(cfg: StackConfig, plan: Plan) -> list[str]:
         w = plan.workloads[0]
         budget = ollama_rollout_seconds(w, o.pull_mib_per_second, o.server_start_seconds)
         if _too_large(budget) or math.ceil(o.server_start_seconds / OLLAMA_PROBE_PERIOD_SECONDS) > INT32_MAX:
-            pull = OLLAMA_MODELS[w.base_model].file_bytes / (o.pull_mib_per_second * MIB)
+            pull = ollama_models()[w.base_model].file_bytes / (o.pull_mib_per_second * MIB)
             worst, value, unit = (("pullMiBPerSecond", o.pull_mib_per_second, "MiB/s") if pull > 2 * o.server_start_seconds
                                   else ("serverStartSeconds", o.server_start_seconds, "s"))
             problems.append(f"{key('ollama', worst)}: {value:g} {unit} makes the rollout budget {budget:.3g} s, {limit}; "

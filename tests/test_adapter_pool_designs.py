@@ -29,9 +29,9 @@ OVERHEAD = overhead(14)  # GPU 0: base 2 + chatbot 12 slots = maxNumSeqs 14
 
 
 def test_lora_slot_size():
-    from stacks.catalog import HF_MODELS
+    from stacks.model_catalog import hf_models
 
-    arch = HF_MODELS["meta-llama/Meta-Llama-3-8B-Instruct"].arch
+    arch = hf_models()["meta-llama/Meta-Llama-3-8B-Instruct"].arch
     assert arch.lora_bytes(16) == LORA == 80 * 2**20
     assert arch.lora_bytes(32) == 2 * LORA
 

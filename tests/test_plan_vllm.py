@@ -209,8 +209,8 @@ def test_a_model_described_inline_is_planned_with_its_architectures_kv():
 def test_a_model_neither_in_the_catalog_nor_described_names_both_ways():
     problems = stack_problems(variant(lambda r: (with_qwen(r), r["vllm"]["models"]["qwen-7b"].pop("arch")), "lab"))
     assert problems[0].startswith("llm-infra:vllm.models.qwen-7b.model: 'Qwen/Qwen2.5-7B-Instruct' is not in the model catalog (")
-    assert "describe it with an arch block from its config.json (llm-infra:vllm.models.qwen-7b.arch: parametersB" in problems[0]
-    assert problems[0].endswith("or add it to stacks/catalog.py")
+    assert "add it with `make catalog MODEL=Qwen/Qwen2.5-7B-Instruct`, or describe it with an arch block from its config.json " \
+           "(llm-infra:vllm.models.qwen-7b.arch: parametersB" in problems[0]
 
 
 def test_an_inline_architecture_is_checked_like_a_catalog_one():

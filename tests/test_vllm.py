@@ -54,13 +54,13 @@ def test_no_removed_flag_env_or_metric_in_any_render(prod, lab):
     for bad in ("--swap-space", "--num-scheduler-steps", "--use-v2-block-manager", "--task", "VLLM_USE_V1",
                 "gpu_cache_usage_perc", ":latest", "bitsandbytes"):
         assert bad not in text, bad
-    from stacks.catalog import HF_MODELS
+    from stacks.model_catalog import hf_models
 
     for run in (prod, lab):
         for o in run.objects():
             if o["kind"] == "Deployment" and o["metadata"]["name"].startswith("vllm-"):
                 args = o["spec"]["template"]["spec"]["containers"][0]["args"]
-                assert args[0] in HF_MODELS and "serve" not in args  # the image's ENTRYPOINT is `vllm serve`
+                assert args[0] in hf_models() and "serve" not in args  # the image's ENTRYPOINT is `vllm serve`
 
 
 def test_hf_token_only_as_a_secret(prod):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
-from stacks.catalog import EMBEDDING_MODELS, HF_MODELS, LLAMA_STACK, LLAMA_STACK_DEFAULT_IMAGE
+from stacks.catalog import EMBEDDING_MODELS, LLAMA_STACK, LLAMA_STACK_DEFAULT_IMAGE
 from stacks.config.base import DNS_LABEL, IMAGE, _Model, _pinned_image, key
 from stacks.config.vllm import hf_model
 
@@ -94,7 +94,9 @@ def llama_stack_problems(cfg: StackConfig) -> list[str]:
             if s.model not in models:
                 problems.append(f"{at('safety', 'model')}: {s.model!r} is not a vllm.models key; use one of: {choices}")
             elif (hf := hf_model(models[s.model])) is not None and not hf.safety_classifier:
-                guards = ", ".join(r for r, m in HF_MODELS.items() if m.safety_classifier)
+                from stacks.model_catalog import hf_models
+
+                guards = ", ".join(r for r, m in hf_models().items() if m.safety_classifier)
                 problems.append(f"{at('safety', 'model')}: {s.model!r} serves {models[s.model].model}, not a Llama Guard model ({guards})")
             for i, c in enumerate(s.excluded_categories):
                 if c not in LLAMA_STACK.guard_categories:

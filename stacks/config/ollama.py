@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal, Union
 
 from pydantic import Field, field_validator
 
-from stacks.catalog import HF_MODELS, OLLAMA_DEFAULT_IMAGE, OLLAMA_MODELS, VLLM
+from stacks.catalog import OLLAMA_DEFAULT_IMAGE, VLLM
 from stacks.config.base import DNS_LABEL, GO_DURATION, IMAGE, _Model, _pinned_image, key
 from stacks.config.cluster import Node
 
@@ -121,10 +121,12 @@ def node_of(cfg: StackConfig, server: OllamaServer) -> Node | None:
 def _ollama_problems(cfg: StackConfig, ollama: Ollama) -> list[str]:
     problems: list[str] = []
     names = [n.name for n in cfg.nodes]
-    model = OLLAMA_MODELS.get(ollama.base_model)
+    from stacks.model_catalog import hf_models, ollama_models
+
+    model = ollama_models().get(ollama.base_model)
     if model is None:
         problems.append(
-            f"{key('ollama', 'baseModel')}: {ollama.base_model!r} is not in the model catalog; use one of: {', '.join(sorted(OLLAMA_MODELS))}"
+            f"{key('ollama', 'baseModel')}: {ollama.base_model!r} is not in the model catalog; use one of: {', '.join(sorted(ollama_models()))}"
         )
 
     mode = cfg.gpu_sharing.mode
@@ -156,14 +158,14 @@ def _ollama_problems(cfg: StackConfig, ollama: Ollama) -> list[str]:
 
     if ollama.engine == "vllm":
         pool = ollama.vllm
-        if pool.model not in HF_MODELS:
+        if pool.model not in hf_models():
             problems.append(f"{key('ollama', 'vllm', 'model')}: {pool.model!r} is not in the model catalog")
         if pool.max_lora_rank not in VLLM.max_lora_ranks:
             problems.append(f"{key('ollama', 'vllm', 'maxLoraRank')}: {pool.max_lora_rank} is not a vLLM choice; use one of {', '.join(map(str, VLLM.max_lora_ranks))}")
         for name, adapter in sorted(ollama.adapters.items()):
             if adapter.lora_dir is None:
                 problems.append(f"{key('ollama', 'adapters', name, 'loraDir')}: ollama.engine vllm serves adapters as PEFT LoRA directories; set loraDir (GGUF files are for Ollama)")
-        if HF_MODELS.get(pool.model, None) is not None and HF_MODELS[pool.model].gated and cfg.hf_token is None:
+        if pool.model in hf_models() and hf_models()[pool.model].gated and cfg.hf_token is None:
             problems.append(f"{key('hfToken')}: {pool.model} is gated on Hugging Face; set a token with `pulumi config set --secret hfToken hf_...`")
     for name, adapter in sorted(ollama.adapters.items()):
         if not re.match(DNS_LABEL, name) or len(f"ollama-adapter-{name}") > 63:

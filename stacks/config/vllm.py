@@ -7,38 +7,12 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
-from stacks.catalog import HF_MODELS, VLLM, VLLM_DEFAULT_IMAGE, HfModel, ModelArch
+from stacks.catalog import VLLM, VLLM_DEFAULT_IMAGE, HfModel
+from stacks.config.arch import ModelArchSpec
 from stacks.config.base import DNS_LABEL, IMAGE, _Model, _pinned_image, key
 
 if TYPE_CHECKING:
     from stacks.config import StackConfig
-
-
-class ModelArchSpec(_Model):
-    """A model's architecture, from its config.json, for a model the catalog does not have."""
-
-    parameters_b: float = Field(gt=0)
-    """Parameters in billions (safetensors metadata, or the model card)."""
-    layers: int = Field(ge=1)
-    """`num_hidden_layers`."""
-    attention_heads: int = Field(ge=1)
-    """`num_attention_heads`."""
-    kv_heads: int = Field(ge=1)
-    """`num_key_value_heads` (equal to attentionHeads without grouped-query attention)."""
-    head_dim: int = Field(ge=1)
-    """`head_dim`, or hidden / attentionHeads where config.json has none."""
-    hidden: int = Field(ge=1)
-    """`hidden_size`."""
-    max_position: int = Field(ge=256)
-    """`max_position_embeddings`: the trained context."""
-    vocab: int = Field(ge=1)
-    """`vocab_size`."""
-    mla_kv_dim: int = Field(default=0, ge=0)
-    """MLA models (DeepSeek-V2/V3): `kv_lora_rank + qk_rope_head_dim`; 0 otherwise."""
-    ffn: int = Field(default=0, ge=0)
-    """`intermediate_size` (sizes LoRA slots)."""
-    gated: bool = False
-    """The repo is gated on Hugging Face (needs hfToken)."""
 
 
 class VllmModel(_Model):
@@ -114,14 +88,13 @@ TYPED_FLAGS = frozenset({
 
 def hf_model(m: VllmModel) -> HfModel | None:
     """The catalog's entry for the model, or one built from its inline arch block."""
-    if m.model in HF_MODELS:
-        return HF_MODELS[m.model]
+    from stacks.model_catalog import hf_models, model_arch  # the catalog's schema is this package's
+
+    if m.model in hf_models():
+        return hf_models()[m.model]
     if m.arch is None:
         return None
-    a = m.arch
-    arch = ModelArch(m.model, a.parameters_b, a.layers, a.attention_heads, a.kv_heads, a.head_dim, a.hidden, a.max_position,
-                     mla_kv_dim=a.mla_kv_dim, ffn=a.ffn, vocab=a.vocab)
-    return HfModel(m.model, arch, gated=a.gated, note="described inline (arch)")
+    return HfModel(m.model, model_arch(m.model, m.arch), gated=m.arch.gated, note="described inline (arch)")
 
 
 def flag_name(arg: str) -> str:
@@ -131,6 +104,8 @@ def flag_name(arg: str) -> str:
 
 
 def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) -> list[str]:
+    from stacks.model_catalog import hf_models
+
     problems: list[str] = []
     names = [n.name for n in cfg.nodes]
     gated = []
@@ -140,11 +115,12 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
             problems.append(f"{at()}: model key must be a DNS label of at most 47 characters (lowercase, digits, '-')")
         hf = hf_model(m)
         if hf is None:
-            problems.append(f"{at('model')}: {m.model!r} is not in the model catalog ({', '.join(sorted(HF_MODELS))}); describe it "
-                            f"with an arch block from its config.json ({key('vllm', 'models', name, 'arch')}: parametersB, layers, "
-                            "attentionHeads, kvHeads, headDim, hidden, maxPosition, vocab), or add it to stacks/catalog.py")
+            problems.append(f"{at('model')}: {m.model!r} is not in the model catalog ({', '.join(sorted(hf_models()))}); add it "
+                            f"with `make catalog MODEL={m.model}`, or describe it with an arch block from its config.json "
+                            f"({key('vllm', 'models', name, 'arch')}: parametersB, layers, attentionHeads, kvHeads, headDim, hidden, "
+                            "maxPosition, vocab)")
             continue
-        if m.arch is not None and m.model in HF_MODELS:
+        if m.arch is not None and m.model in hf_models():
             problems.append(f"{at('arch')}: {m.model} is in the model catalog already; remove the arch block")
         if hf.gated:
             gated.append(name)

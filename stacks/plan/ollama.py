@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from stacks.catalog import GIB, HF_MODELS, OLLAMA, OLLAMA_MODELS, HfModel
+from stacks.catalog import GIB, OLLAMA, HfModel
 from stacks.config import Adapter, OllamaServer, StackConfig, VllmModel, key, node_of, servers
 from stacks.plan.model import (GpuPlan, GpuRef, NodePlan, OllamaWorkload, PodVram, Plan, PoolDesign, servers_on,
                                vllm_weights_bytes)
+from stacks.model_catalog import hf_models, ollama_models
 from stacks.vllm_memory import rank_memory
 
 
 def pod_vram(cfg: StackConfig, server: OllamaServer, name: str, workload: str) -> PodVram:
     """VRAM of one Ollama pod, as Ollama predicts it plus the CUDA context."""
-    model = OLLAMA_MODELS[cfg.ollama.base_model]
+    model = ollama_models()[cfg.ollama.base_model]
     effective_context = server.context_length * server.parallel
     return PodVram(
         name=name,
@@ -51,7 +52,7 @@ def pool_designs(cfg: StackConfig, ollama: list[OllamaWorkload]) -> list[PoolDes
     vLLM server holding the base once, the adapters as LoRA slots, and the KV cache for the same slots."""
     assert cfg.ollama is not None
     pool = cfg.ollama.vllm
-    hf = HF_MODELS.get(pool.model)
+    hf = hf_models().get(pool.model)
     if hf is None:
         return []
     out = []
