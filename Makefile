@@ -11,7 +11,7 @@ CONFIG ?=
 PYTHON312 ?= $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.12*/bin/python3.12) \
                          $(shell PYENV_VERSION=3.12.1 command -v python3.12 2>/dev/null))
 
-.PHONY: render test docs bench clean venv test-venv
+.PHONY: render test docs bench clean venv test-venv catalog
 
 venv: $(VENV)/.installed
 test-venv: $(VENV)/.installed-test
@@ -37,6 +37,11 @@ render: venv
 
 test: test-venv
 	@$(PY) -m pytest -q
+
+# Adds catalog/hf/<org>--<name>.yaml from the repo's config.json and safetensors metadata (needs the network).
+catalog: venv
+	@if [ -z "$(MODEL)" ]; then echo "usage: make catalog MODEL=<hf repo id> [REVISION=<commit>]" >&2; exit 2; fi
+	@$(PY) -m tools.catalog $(MODEL) $(if $(REVISION),--revision $(REVISION))
 
 docs: venv
 	@$(PY) -m tools.gen_docs --write
