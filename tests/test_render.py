@@ -58,3 +58,15 @@ def test_tables_explain_their_columns_align_numbers_and_mark_what_does_not_fit()
     assert node.split() == ["workstation", "11.00", "14.00", "36.00", "56.00", "4"]
     header = text.splitlines()[text.splitlines().index("Node plan") + 1]
     assert node.index("11.00") + len("11.00") == header.index("CPU requested") + len("CPU requested")  # right-aligned
+
+
+def test_the_bench_stack_is_a_valid_plan():
+    """make bench renders generated stacks; they must stay valid as the plan's rules tighten."""
+    import json
+
+    from stacks.loader import stack_from
+    from tools.bench import generated_config
+
+    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in generated_config(16).items()}
+    plan = stack_from(raw).plan
+    assert len(plan.vllm) == 16 and all(g.allocated_bytes + plan.vllm_margin_bytes <= g.gpu.capacity_bytes for g in plan.gpus)

@@ -25,7 +25,7 @@ MODELS_PER_GPU = 8
 
 
 def generated_config(models: int) -> dict[str, str]:
-    """A one-node stack of `models` small vLLM servers, 8 per 80 GiB GPU."""
+    """A one-node stack of `models` small vLLM servers, 8 per 80 GiB GPU (8 x (0.11 share + 0.5 GiB context) + the 1 GiB margin)."""
     gpus = math.ceil(models / MODELS_PER_GPU)
     raw = {
         "namespace": "bench",
@@ -34,7 +34,7 @@ def generated_config(models: int) -> dict[str, str]:
             "gpus": [{"index": i, "vramGiB": 80, "uuid": f"GPU-00000000-0000-0000-0000-{i:012x}"} for i in range(gpus)],
         }],
         "vllm": {"models": {
-            f"m{i:04d}": {"model": GENERATED_MODEL, "maxModelLen": 8192, "gpuMemoryUtilization": 0.12, "cpu": 2, "memoryGiB": 6}
+            f"m{i:04d}": {"model": GENERATED_MODEL, "maxModelLen": 8192, "gpuMemoryUtilization": 0.11, "cpu": 2, "memoryGiB": 6}
             for i in range(models)
         }},
     }
