@@ -15,7 +15,7 @@ from components.safety import SafetyModel, SafetyModelArgs
 from components.vllm import HF_TOKEN_KEY, VllmModel, VllmModelArgs
 from stacks.config import Vllm
 from stacks.loader import Stack
-from stacks.names import HF_SECRET
+from stacks.names import HF_SECRET, cache_users
 
 
 
@@ -56,10 +56,8 @@ class Topology(pulumi.ComponentResource):
             ModelCacheArgs(
                 namespace=cfg.namespace,
                 spec=cfg.model_cache,
-                nodes=sorted({w.node for w in plan.workloads} | {w.node for w in plan.vllm}
-                             | ({graph.llama_stack.node} if graph.llama_stack else set())),
-                workloads=[w.deployment_name for w in plan.workloads] + [w.deployment_name for w in plan.vllm]
-                + ([graph.llama_stack.endpoint.name] if graph.llama_stack else []),
+                nodes=sorted({node for _, node, _ in cache_users(plan, graph)}),
+                workloads=[name for name, _, _ in cache_users(plan, graph)],
             ),
             opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(provider=adopting)),
         )

@@ -51,6 +51,15 @@ class Claim:
     """The config key that produced the name."""
 
 
+def cache_users(plan: Plan, graph: ServiceGraph) -> list[tuple[str, str, tuple[str, ...]]]:
+    """Every workload that mounts the model cache: (Deployment name, node, config path)."""
+    out = [(w.deployment_name, w.node, w.config_path) for w in plan.workloads]
+    out += [(w.deployment_name, w.node, w.config_path) for w in plan.vllm]
+    if graph.llama_stack is not None:
+        out.append((graph.llama_stack.endpoint.name, graph.llama_stack.node, ("llamaStack",)))
+    return out
+
+
 def planned_objects(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[Claim]:
     ns = cfg.namespace
     out = [] if cfg.existing_namespace else [Claim("Namespace", None, ns, key("namespace"))]
@@ -58,10 +67,7 @@ def planned_objects(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[C
     if cache.provisioner is not None and cache.storage_class_name is not None:
         out.append(Claim("StorageClass", None, cache.storage_class_name, key("modelCache", "storageClassName")))
     stack = graph.llama_stack
-    workloads = [(w.deployment_name, w.node, key(*w.config_path)) for w in plan.workloads]
-    workloads += [(w.deployment_name, w.node, key(*w.config_path)) for w in plan.vllm]
-    if stack is not None:
-        workloads.append((stack.endpoint.name, stack.node, key("llamaStack")))
+    workloads = [(name, node, key(*path)) for name, node, path in cache_users(plan, graph)]
     node_key = {n.name: key("nodes", i, "name") for i, n in enumerate(cfg.nodes)}
     if cache.mode == "hostPath":
         for node in sorted({n for _, n, _ in workloads}):
