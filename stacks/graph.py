@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from stacks.catalog import EMBEDDING_MODELS, LLAMA_STACK, OLLAMA, VLLM, EmbeddingModel
-from stacks.config import StackConfig
+from stacks.config import Agent, StackConfig
 from stacks.plan import LLAMA_STACK_NAME as LLAMA_STACK_SERVICE
 from stacks.plan import Plan, pool_server_key, text_table
 
@@ -169,52 +169,56 @@ def build_graph(cfg: StackConfig, plan: Plan) -> ServiceGraph:
                 endpoints[f"ollama-{role}"] = Endpoint(f"ollama-{role}", "vllm", OLLAMA.port, ns, (model,), server.workloads, server.name)
 
     routes: list[Route] = []
-    stack = None
+    stack = _llama_stack(cfg, endpoints, routes) if cfg.llama_stack is not None else None
+    if stack is not None:
+        endpoints[stack.endpoint.name] = stack.endpoint
+    agents = tuple(_agent_route(name, a, stack, endpoints, routes) for name, a in sorted(cfg.agents.items()))
+    return ServiceGraph(endpoints, tuple(dict.fromkeys(routes)), stack, agents)
+
+
+def _llama_stack(cfg: StackConfig, endpoints: dict[str, Endpoint], routes: list[Route]) -> LlamaStackPlan:
+    """Llama Stack's registrations (one remote::vllm provider per fronted model), its shield, and its calls."""
     ls = cfg.llama_stack
-    if ls is not None:
-        models = tuple(_stack_model(cfg, endpoints, k, ls.max_tokens) for k in ls.models)
-        shield = None
-        if ls.safety is not None:
-            guard = _stack_model(cfg, endpoints, ls.safety.model, ls.safety.max_tokens)
-            shield = Shield(ls.safety.shield_id, guard, tuple(ls.safety.excluded_categories))
-            routes.append(Route(LLAMA_STACK_SERVICE, guard.provider_id, "safety"))
-        routes += [Route(LLAMA_STACK_SERVICE, m.provider_id, "inference") for m in models]
-        ids = tuple(m.identifier for m in models) + ((shield.model.identifier,) if shield else ())
-        stack_ep = Endpoint(LLAMA_STACK_SERVICE, "llama-stack", LLAMA_STACK.port, ns, ids, (LLAMA_STACK_SERVICE,))
-        endpoints[LLAMA_STACK_SERVICE] = stack_ep
-        node = ls.node or cfg.nodes[0].name
-        stack = LlamaStackPlan(stack_ep, node, models, EMBEDDING_MODELS[ls.embedding_model], shield)
+    assert ls is not None
+    models = tuple(_stack_model(cfg, endpoints, k, ls.max_tokens) for k in ls.models)
+    shield = None
+    if ls.safety is not None:
+        guard = _stack_model(cfg, endpoints, ls.safety.model, ls.safety.max_tokens)
+        shield = Shield(ls.safety.shield_id, guard, tuple(ls.safety.excluded_categories))
+        routes.append(Route(LLAMA_STACK_SERVICE, guard.provider_id, "safety"))
+    routes += [Route(LLAMA_STACK_SERVICE, m.provider_id, "inference") for m in models]
+    ids = tuple(m.identifier for m in models) + ((shield.model.identifier,) if shield else ())
+    endpoint = Endpoint(LLAMA_STACK_SERVICE, "llama-stack", LLAMA_STACK.port, cfg.namespace, ids, (LLAMA_STACK_SERVICE,))
+    return LlamaStackPlan(endpoint, ls.node or cfg.nodes[0].name, models, EMBEDDING_MODELS[ls.embedding_model], shield)
 
-    agents = []
-    for name, a in sorted(cfg.agents.items()):
-        client = f"agent:{name}"
 
-        def target(model_key: str) -> tuple[str, str]:
-            if a.path == STACK_PATH:
-                assert stack is not None
-                m = next(m for m in stack.models if m.key == model_key)
-                return stack.endpoint.openai_url, m.identifier
-            ep = endpoints[vllm_service(model_key)]
-            return ep.openai_url, ep.models[0]
+def _target(path: str, model_key: str, stack: LlamaStackPlan | None, endpoints: dict[str, Endpoint]) -> tuple[str, str, str]:
+    """(OpenAI base URL, model id as that endpoint expects it, Service called) for a model on an agent's path."""
+    if path == STACK_PATH:
+        assert stack is not None  # checked at the edge
+        m = next(m for m in stack.models if m.key == model_key)
+        return stack.endpoint.openai_url, m.identifier, stack.endpoint.name
+    ep = endpoints[vllm_service(model_key)]
+    return ep.openai_url, ep.models[0], ep.name
 
-        endpoint, model_id = target(a.model)
-        server = LLAMA_STACK_SERVICE if a.path == STACK_PATH else vllm_service(a.model)
-        routes.append(Route(client, server, "inference"))
-        fb_endpoint = fb_model = None
-        if a.fallback is not None:
-            fb_endpoint, fb_model = target(a.fallback)
-            routes.append(Route(client, LLAMA_STACK_SERVICE if a.path == STACK_PATH else vllm_service(a.fallback), "fallback"))
-        shield_id = stack.shield.shield_id if a.safety and stack is not None and stack.shield is not None else None
-        if shield_id:
-            routes.append(Route(client, LLAMA_STACK_SERVICE, "safety"))
-        if a.rag:
-            routes.append(Route(client, LLAMA_STACK_SERVICE, "rag"))
-        uses_stack = a.path == STACK_PATH or shield_id is not None or a.rag
-        agents.append(AgentRoute(
-            name, a.path, endpoint, model_id, fb_endpoint, fb_model,
-            stack.endpoint.base_url if uses_stack and stack is not None else None, shield_id, a.rag, a.description,
-        ))
-    return ServiceGraph(endpoints, tuple(dict.fromkeys(routes)), stack, tuple(agents))
+
+def _agent_route(name: str, a: Agent, stack: LlamaStackPlan | None, endpoints: dict[str, Endpoint],
+                 routes: list[Route]) -> AgentRoute:
+    client = f"agent:{name}"
+    endpoint, model_id, server = _target(a.path, a.model, stack, endpoints)
+    routes.append(Route(client, server, "inference"))
+    fb_endpoint = fb_model = None
+    if a.fallback is not None:
+        fb_endpoint, fb_model, fb_server = _target(a.path, a.fallback, stack, endpoints)
+        routes.append(Route(client, fb_server, "fallback"))
+    shield_id = stack.shield.shield_id if a.safety and stack is not None and stack.shield is not None else None
+    if shield_id:
+        routes.append(Route(client, LLAMA_STACK_SERVICE, "safety"))
+    if a.rag:
+        routes.append(Route(client, LLAMA_STACK_SERVICE, "rag"))
+    uses_stack = a.path == STACK_PATH or shield_id is not None or a.rag
+    return AgentRoute(name, a.path, endpoint, model_id, fb_endpoint, fb_model,
+                      stack.endpoint.base_url if uses_stack and stack is not None else None, shield_id, a.rag, a.description)
 
 
 def _stack_model(cfg: StackConfig, endpoints: dict[str, Endpoint], key: str, max_tokens: int) -> StackModel:
