@@ -70,3 +70,27 @@ def test_the_bench_stack_is_a_valid_plan():
     raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in generated_config(16).items()}
     plan = stack_from(raw).plan
     assert len(plan.vllm) == 16 and all(g.allocated_bytes + plan.vllm_margin_bytes <= g.gpu.capacity_bytes for g in plan.gpus)
+
+
+def test_render_draws_the_plan_for_every_stack(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from tests.test_validate import STACKS
+
+    for stack in STACKS:
+        code, printed = run_render(["--stack", stack, "--out", str(tmp_path / stack)])
+        assert code == 0 and "plan.svg" in printed
+        svg = (tmp_path / stack / "plan.svg").read_text()
+        texts = " ".join(t.text or "" for t in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text"))
+        plan = yaml.safe_load((tmp_path / stack / "plan.json").read_text())
+        for g in plan["gpus"]:
+            assert f"{g['node']}/{g['index']}" in texts  # one bar per GPU, labelled
+            assert f" of {g['capacityGiB']:.2f} GiB" in texts
+    assert "llama-70b" in texts or "deepseek-coder" in texts  # pods are named inside their bars
+
+
+def test_the_readme_pictures_are_current():
+    from tools import gen_docs
+
+    for path, svg in gen_docs.plan_pictures().items():
+        assert path.read_text() == svg, f"{path.name} is stale: make docs"

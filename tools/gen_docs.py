@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import types
 import typing
@@ -103,16 +104,35 @@ def rendered_readme() -> str:
     return f"{before}{BEGIN}\n{readme_table()}\n{END}{after}"
 
 
+PICTURE_STACKS = ("dev", "prod")
+
+
+def plan_pictures() -> dict:
+    """docs/plan-<stack>.svg, the pictures the README shows: the plans of the shipped stack files."""
+    from stacks.loader import stack_from
+    from tools.offline import stack_config
+    from tools.plan_picture import plan_svg
+
+    out = {}
+    for stack in PICTURE_STACKS:
+        config, secrets = stack_config(stack)
+        raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in config.items()}
+        plan = stack_from(raw, frozenset(secrets)).plan
+        out[ROOT / "docs" / f"plan-{stack}.svg"] = plan_svg(plan, f"GPU plan of stack {stack}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--write", action="store_true")
     g.add_argument("--check", action="store_true")
     a = p.parse_args(argv)
-    want = {ROOT / "Pulumi.yaml": rendered_pulumi_yaml(), ROOT / "README.md": rendered_readme()}
-    stale = [path for path, text in want.items() if path.read_text() != text]
+    want = {ROOT / "Pulumi.yaml": rendered_pulumi_yaml(), ROOT / "README.md": rendered_readme(), **plan_pictures()}
+    stale = [path for path, text in want.items() if not path.is_file() or path.read_text() != text]
     if a.write:
         for path in stale:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(want[path])
             print(f"updated {path.name}")
         return 0

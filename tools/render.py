@@ -23,6 +23,7 @@ from stacks.loader import InvalidStack
 from stacks.graph import format_routes
 from stacks.plan import format_table
 from tools.offline import ROOT, StackFileError, run_stack
+from tools.plan_picture import plan_svg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     manifests = out / "manifests.yaml"
     manifests.write_text(yaml.safe_dump_all(objects, sort_keys=False, width=120))
     (out / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
+    (out / "plan.svg").write_text(plan_svg(plan, f"GPU plan of stack {a.stack}"))
     print(format_table(plan))
     routes = format_routes(run.program["stack"].graph)
     if routes:
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     for o in objects:
         kinds[o["kind"]] = kinds.get(o["kind"], 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in kinds.items())
-    print(f"\nwrote {manifests} ({len(objects)} objects: {summary}) and {out / 'plan.json'} "
+    print(f"\nwrote {manifests} ({len(objects)} objects: {summary}), {out / 'plan.json'} and {out / 'plan.svg'} "
           f"in {time.perf_counter() - started:.1f} s")
     if secrets:
         print("\nSecrets are not in manifests.yaml; before `kubectl apply -f`, create them (pulumi up does this itself):")
