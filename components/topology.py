@@ -31,7 +31,9 @@ class Topology(pulumi.ComponentResource):
 
         # Objects that hold model data are adopted again after a destroy (they were retained),
         # instead of failing `pulumi up` with "already exists".
-        adopting = k8s.Provider(f"{name}-adopting", upsert_existing_objects=True, opts=pulumi.ResourceOptions(parent=self))
+        # With kubernetes:renderYamlToDirectory (a preview with no cluster) the program's own provider renders too.
+        adopting = k8s.Provider(f"{name}-adopting", upsert_existing_objects=True, render_yaml_to_directory=stack.render_dir,
+                                opts=pulumi.ResourceOptions(parent=self))
         keep = pulumi.ResourceOptions(parent=self, provider=adopting, retain_on_delete=True)
 
         # The namespace holds the cache claims: deleting it would delete them, so destroy keeps it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ class Stack:
     config: StackConfig
     plan: Plan
     graph: ServiceGraph
+    render_dir: str | None = None
+    """`kubernetes:renderYamlToDirectory`: the provider writes manifests there instead of calling a cluster (a
+    `pulumi preview` with no kubeconfig); the program's own providers get it too."""
 
 
 class InvalidStack(pulumi.RunError):
@@ -67,6 +71,15 @@ def all_config_keys() -> list[str]:
     return list({**runtime_config.get_config_env(), **runtime_config.CONFIG.get()})
 
 
+RENDER_KEY = "kubernetes:renderYamlToDirectory"
+
+
+def render_dir() -> str | None:
+    """The Kubernetes provider's render-to-directory setting, if the stack has one."""
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    return merged.get(RENDER_KEY) or None
+
+
 def raw_config() -> dict[str, Any]:
     """Every `llm-infra:<key>` the engine passed to this program, as top-level key -> value."""
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
@@ -96,6 +109,7 @@ def load_stack() -> Stack:
     problems = namespace_problems(all_config_keys())
     try:
         stack = stack_from(raw_config(), secret_keys())
+        stack = dataclasses.replace(stack, render_dir=render_dir())
     except ConfigError as exc:
         problems += exc.problems
     if problems:
