@@ -11,7 +11,7 @@ CONFIG ?=
 PYTHON312 ?= $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.12*/bin/python3.12) \
                          $(shell PYENV_VERSION=3.12.1 command -v python3.12 2>/dev/null))
 
-.PHONY: render test docs bench clean venv test-venv catalog
+.PHONY: render test docs bench clean venv test-venv catalog smoke
 
 venv: $(VENV)/.installed
 test-venv: $(VENV)/.installed-test
@@ -42,6 +42,10 @@ test: test-venv
 catalog: venv
 	@if [ -z "$(MODEL)" ]; then echo "usage: make catalog MODEL=<hf repo id> [REVISION=<commit>]" >&2; exit 2; fi
 	@$(PY) -m tools.catalog $(MODEL) $(if $(REVISION),--revision $(REVISION))
+
+# The live check of a deployed stack (outputs from `pulumi stack output --json`, or ENDPOINTS=<file or URL>).
+smoke: venv
+	@$(PY) -m tools.smoke $(if $(STACK),--stack $(STACK)) $(if $(ENDPOINTS),--endpoints $(ENDPOINTS))
 
 docs: venv
 	@$(PY) -m tools.gen_docs --write

@@ -144,6 +144,16 @@ class ServiceGraph:
     def callers_of(self, server: str) -> list[str]:
         return sorted({r.client for r in self.routes if r.server == server})
 
+    def services(self) -> dict[str, dict[str, object]]:
+        """Per Service: its API, URL and the model ids it answers for (the `services` output `make smoke` reads)."""
+        out: dict[str, dict[str, object]] = {}
+        for name, ep in sorted(self.endpoints.items()):
+            entry: dict[str, object] = {"kind": ep.kind, "url": ep.url, "models": list(ep.models)}
+            if ep.kind == "llama-stack" and self.llama_stack is not None and self.llama_stack.shield is not None:
+                entry["shield"] = self.llama_stack.shield.shield_id
+            out[name] = entry
+        return out
+
 
 def vllm_service(key: str) -> str:
     return f"vllm-{key}"

@@ -24,6 +24,10 @@ class StandIn:
     guard: bool = False
     requests: list[dict[str, Any]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
+    fail_with: int | None = None
+    """Answer every request with this HTTP status (a broken server)."""
+    delay: float = 0.0
+    """Seconds to wait before answering (a slow server)."""
 
     @property
     def port(self) -> int:
@@ -58,9 +62,26 @@ class StandIn:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _stream(self, chunks: list[bytes]) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for chunk in chunks:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+
+            def _broken(self) -> bool:
+                time.sleep(stand_in.delay)
+                if stand_in.fail_with:
+                    self._send(stand_in.fail_with, {"error": {"message": "stand-in failure"}})
+                    return True
+                return False
+
             def do_GET(self) -> None:
                 stand_in.requests.append({"method": "GET", "path": self.path})
-                if self.path == "/health":
+                if self._broken():
+                    return
+                if self.path in ("/health", "/v1/health"):
                     self._send(200, {})
                 elif self.path == "/v1/models":
                     self._send(200, {"object": "list", "data": [
@@ -72,11 +93,25 @@ class StandIn:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 stand_in.requests.append({"method": "POST", "path": self.path, "body": body})
+                if self._broken():
+                    return
+                if self.path == "/api/generate":  # Ollama: NDJSON stream
+                    words = stand_in.reply(body).split()
+                    self._stream([json.dumps({"model": body.get("model"), "response": w + " ", "done": False}).encode() + b"\n"
+                                  for w in words] + [json.dumps({"done": True}).encode() + b"\n"])
+                    return
+                if self.path == "/v1/safety/run-shield":
+                    self._send(200, {"violation": None})
+                    return
                 if self.path != "/v1/chat/completions":
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
                 if body.get("model") != stand_in.served_name:
                     self._send(404, {"error": {"message": f"model {body.get('model')!r} does not exist"}})
+                    return
+                if body.get("stream"):
+                    self._stream([b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": w + " "}}]}).encode() + b"\n\n"
+                                  for w in stand_in.reply(body).split()] + [b"data: [DONE]\n\n"])
                     return
                 self._send(200, {
                     "id": "chatcmpl-standin", "object": "chat.completion", "created": int(time.time()),

@@ -57,9 +57,11 @@ def format_table(plan: Plan) -> str:
     return "\n".join(out)
 
 
-def text_table(rows: list[tuple[str, ...]], left: int = 2) -> str:
-    """Rows as aligned columns, the header underlined; the first `left` columns left-aligned, the rest right."""
+def text_table(rows: list[tuple[str, ...]], left: int = 2, right: tuple[int, ...] | None = None) -> str:
+    """Rows as aligned columns, the header underlined; the first `left` columns left-aligned, the rest right
+    (or, with `right`, exactly those columns right-aligned)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+    rjust = set(right) if right is not None else set(range(left, len(widths)))
+    lines = ["  ".join(c.rjust(w) if i in rjust else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

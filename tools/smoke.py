@@ -1,0 +1,170 @@
+"""The live check of a deployed stack: call every served model the way its clients will, print a table.
+
+    make smoke STACK=prod                       # endpoints from `pulumi stack output --json --stack prod`
+    make smoke ENDPOINTS=outputs.json           # or a file (or http(s) URL) holding that JSON
+
+Reads the stack's `services` output (every Service with its API, URL and model ids, from the service graph)
+and, per Service: Ollama `POST /api/generate` for its model; vLLM `GET /v1/models` (its served name listed)
+and a short streamed chat completion; Llama Stack `GET /v1/health`, a streamed chat through its first model
+and, with a shield, `POST /v1/safety/run-shield`. Prints endpoint, check, status, latency and time to first
+token; exits 1 if any check fails. Run it from where the Service URLs resolve (inside the cluster, or with
+`kubectl port-forward` and a file whose URLs point at the forwarded ports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+
+from stacks.plan import text_table
+
+PROMPT = "Reply with the single word OK."
+
+
+@dataclass
+class Result:
+    endpoint: str
+    check: str
+    ok: bool
+    detail: str
+    seconds: float
+    ttft: float | None = None
+
+
+def _stream_lines(client: httpx.Client, method: str, url: str, body: dict[str, Any]) -> Iterator[str]:
+    with client.stream(method, url, json=body) as r:
+        if r.status_code != 200:
+            r.read()
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:120]}")
+        yield from (line for line in r.iter_lines() if line.strip())
+
+
+def _timed(endpoint: str, check: str, call: Callable[[], tuple[str, float | None]]) -> Result:
+    started = time.monotonic()
+    try:
+        detail, first = call()
+        return Result(endpoint, check, True, detail, time.monotonic() - started, first - started if first else None)
+    except httpx.TimeoutException:
+        return Result(endpoint, check, False, "timed out", time.monotonic() - started)
+    except (httpx.HTTPError, RuntimeError, ValueError, KeyError) as exc:
+        reason = (str(exc) or type(exc).__name__).splitlines()[0]
+        return Result(endpoint, check, False, reason[:120], time.monotonic() - started)
+
+
+def _first_token(lines: Iterator[str], pick: Callable[[dict[str, Any]], str]) -> tuple[str, float | None]:
+    """Reads a streamed answer; returns its text and when the first token arrived."""
+    text, first = "", None
+    for line in lines:
+        payload = line.removeprefix("data:").strip()
+        if payload == "[DONE]":
+            break
+        piece = pick(json.loads(payload))
+        if piece and first is None:
+            first = time.monotonic()
+        text += piece
+    if not text:
+        raise ValueError("empty answer")
+    return text.strip()[:40], first
+
+
+def _chat(client: httpx.Client, base: str, model: str) -> tuple[str, float | None]:
+    body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 8, "stream": True}
+    return _first_token(_stream_lines(client, "POST", f"{base}/chat/completions", body),
+                        lambda d: (d.get("choices") or [{}])[0].get("delta", {}).get("content") or "")
+
+
+def checks(name: str, service: dict[str, Any], client: httpx.Client) -> list[Result]:
+    kind, url, models = service["kind"], service["url"].rstrip("/"), service.get("models") or []
+    out = []
+    if kind == "ollama":
+        for model in models:
+            body = {"model": model, "prompt": PROMPT, "stream": True, "options": {"num_predict": 8}}
+            out.append(_timed(name, f"/api/generate {model}", lambda m=model, b=body: _first_token(
+                _stream_lines(client, "POST", f"{url}/api/generate", b), lambda d: d.get("response", ""))))
+    elif kind == "vllm":
+        def listed() -> tuple[str, float | None]:
+            r = client.get(f"{url}/models")
+            r.raise_for_status()
+            ids = [m["id"] for m in r.json()["data"]]
+            missing = [m for m in models if m not in ids]
+            if missing:
+                raise ValueError(f"{', '.join(missing)} not served (serves {', '.join(ids)})")
+            return ", ".join(ids), None
+
+        out.append(_timed(name, "/v1/models", listed))
+        out += [_timed(name, f"chat {m}", lambda m=m: _chat(client, url, m)) for m in models]
+    elif kind == "llama-stack":
+        def health() -> tuple[str, float | None]:
+            r = client.get(f"{url}/v1/health")
+            r.raise_for_status()
+            return r.json().get("status", ""), None
+
+        out.append(_timed(name, "/v1/health", health))
+        if models:
+            out.append(_timed(name, f"chat {models[0]}", lambda: _chat(client, f"{url}/v1", models[0])))
+        if service.get("shield"):
+            def shield() -> tuple[str, float | None]:
+                r = client.post(f"{url}/v1/safety/run-shield",
+                                json={"shield_id": service["shield"], "messages": [{"role": "user", "content": PROMPT}]})
+                r.raise_for_status()
+                violation = r.json().get("violation")
+                return "safe" if violation is None else f"flagged {violation.get('metadata', {})}", None
+
+            out.append(_timed(name, f"run-shield {service['shield']}", shield))
+    return out
+
+
+def load_outputs(stack: str | None, source: str | None) -> dict[str, Any]:
+    if source is None:
+        text = subprocess.run(["pulumi", "stack", "output", "--json", "--stack", stack or "dev"],
+                              capture_output=True, text=True, check=True, timeout=120).stdout
+    elif source.startswith(("http://", "https://")):
+        text = httpx.get(source, timeout=30).text
+    else:
+        text = Path(source).read_text()
+    outputs = json.loads(text)
+    if "services" not in outputs:
+        raise ValueError("the outputs have no `services` (deployed with an older llm-infra?)")
+    return outputs["services"]
+
+
+def table(results: list[Result]) -> str:
+    rows = [("endpoint", "check", "status", "latency ms", "first token ms", "detail")]
+    for r in results:
+        rows.append((r.endpoint, r.check, "ok" if r.ok else "FAIL", f"{r.seconds * 1000:.0f}",
+                     f"{r.ttft * 1000:.0f}" if r.ttft is not None else "-", r.detail))
+    return text_table(rows, right=(3, 4))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stack", help="stack whose outputs `pulumi stack output` reads (default dev)")
+    p.add_argument("--endpoints", help="file or URL with the stack outputs as JSON, instead of the Pulumi CLI")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
+    a = p.parse_args(argv)
+    try:
+        services = load_outputs(a.stack, a.endpoints)
+    except (OSError, ValueError, subprocess.CalledProcessError, httpx.HTTPError) as exc:
+        print(f"smoke: cannot read the stack's outputs: {exc}", file=sys.stderr)
+        return 2
+    results: list[Result] = []
+    with httpx.Client(timeout=a.timeout) as client:
+        for i, (name, service) in enumerate(sorted(services.items()), 1):
+            print(f"[{i}/{len(services)}] {name} ({service['kind']}, {service['url']})", file=sys.stderr, flush=True)
+            results += checks(name, service, client)
+    print(table(results))
+    failed = [r for r in results if not r.ok]
+    print(f"\n{len(results) - len(failed)} checks ok, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
