@@ -11,7 +11,7 @@ CONFIG ?=
 PYTHON312 ?= $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.12*/bin/python3.12) \
                          $(shell PYENV_VERSION=3.12.1 command -v python3.12 2>/dev/null))
 
-.PHONY: render test docs bench clean venv test-venv catalog smoke
+.PHONY: render test docs bench clean venv test-venv catalog smoke status
 
 venv: $(VENV)/.installed
 test-venv: $(VENV)/.installed-test
@@ -46,6 +46,10 @@ catalog: venv
 # The live check of a deployed stack (outputs from `pulumi stack output --json`, or ENDPOINTS=<file or URL>).
 smoke: venv
 	@$(PY) -m tools.smoke $(if $(STACK),--stack $(STACK)) $(if $(ENDPOINTS),--endpoints $(ENDPOINTS))
+
+# The stack's pods next to the plan (kubeconfig's current context; ARGS="--service-url svc=URL" for port-forwards).
+status: venv
+	@$(PY) -m tools.status --stack $(or $(STACK),dev) $(ARGS)
 
 docs: venv
 	@$(PY) -m tools.gen_docs --write

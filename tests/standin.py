@@ -28,6 +28,10 @@ class StandIn:
     """Answer every request with this HTTP status (a broken server)."""
     delay: float = 0.0
     """Seconds to wait before answering (a slow server)."""
+    size_vram: int = 0
+    """What an Ollama stand-in reports in /api/ps."""
+    kv_usage: float = 0.0
+    """What a vLLM stand-in reports as vllm:kv_cache_usage_perc."""
 
     @property
     def port(self) -> int:
@@ -83,6 +87,15 @@ class StandIn:
                     return
                 if self.path in ("/health", "/v1/health"):
                     self._send(200, {})
+                elif self.path == "/api/ps":  # Ollama: the loaded model and its VRAM
+                    self._send(200, {"models": [{"name": stand_in.served_name, "size_vram": stand_in.size_vram}]})
+                elif self.path == "/metrics":  # vLLM's Prometheus text
+                    data = (f'vllm:kv_cache_usage_perc{{engine="0",model_name="{stand_in.served_name}"}} {stand_in.kv_usage}\n').encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain; version=0.0.4")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
                 elif self.path == "/v1/models":
                     self._send(200, {"object": "list", "data": [
                         {"id": stand_in.served_name, "object": "model", "created": 0, "owned_by": "vllm"}]})
