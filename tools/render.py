@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     a.stack = a.stack or (stack_name(a.config) if a.config else "dev")
     out = a.out or ROOT / "build" / a.stack
     started = time.perf_counter()
+    print(f"render {a.stack}: checking the config and the plan, then registering the objects under mocks ...",
+          file=sys.stderr, flush=True)
     try:
         run = run_stack(a.stack, a.config)
     except (InvalidStack, StackFileError) as exc:
