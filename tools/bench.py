@@ -103,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     measure(*stack_config("dev"), "dev", 1)  # warm up imports and schema of the SDK
     rows = []
-    for stack in ("dev", "prod", "lab"):
-        config, secrets = stack_config(stack)
-        rows.append((stack, None, *measure(config, secrets, stack, a.repeat)))
-    for n in a.sizes:
-        rows.append((f"generated-{n}", n, *measure(generated_config(n), [], "bench", a.repeat)))
+    work = [(s, None, *stack_config(s)) for s in ("dev", "prod", "lab")]
+    work += [(f"generated-{n}", n, generated_config(n), []) for n in a.sizes]
+    for i, (name, models, config, secrets) in enumerate(work, 1):
+        print(f"[{i}/{len(work)}] {name}: best of {a.repeat} ...", file=sys.stderr, flush=True)  # the 500-model one takes a while
+        rows.append((name, models, *measure(config, secrets, name if models is None else "bench", a.repeat)))
     head = (f"{'stack':<15} {'models':>6} {'objects':>7} {'program s':>9} {'ms/object':>9} {'no-GC ms/obj':>12} "
             f"{'bare s':>7} {'ms/object':>9} {'ratio':>6}")
     print(head)
