@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from stacks import model_catalog
-from tests.conftest import plan_of, stack_raw, variant
+from tests.conftest import plan_of, variant
 from tools import catalog
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hf-config"
