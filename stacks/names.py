@@ -107,7 +107,7 @@ def name_problems(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[str
         if other is not None and other.source != c.source:
             problems.append(f"{c.source}: makes {where}, which {other.source} makes too; rename one of them")
         seen.setdefault((c.kind, c.namespace, c.name), c)
-        rule = DNS_1035_LABEL if c.kind in ("Service", "Namespace") else DNS_1123_LABEL if c.kind == "Deployment" else DNS_1123_SUBDOMAIN
+        rule = DNS_1035_LABEL if c.kind == "Service" else DNS_1123_LABEL if c.kind in ("Deployment", "Namespace") else DNS_1123_SUBDOMAIN
         limit = 63 if rule is not DNS_1123_SUBDOMAIN else 253
         if len(c.name) > limit or not rule.match(c.name):
             problems.append(f"{c.source}: makes {where}, not a valid {c.kind} name (at most {limit} characters, "

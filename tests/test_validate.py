@@ -104,3 +104,10 @@ def test_the_name_registry_covers_llama_stack_agents_and_per_pod_claims():
     assert ("PersistentVolumeClaim", "llama-serve", "model-cache-llamastack-server") in names
     assert ("ConfigMap", "llama-serve", "agent-workshop-chat") in names
     assert names == rendered_names(run_secret_raw(raw, ["hfToken"]))
+
+
+def test_a_namespace_may_start_with_a_digit():
+    """Namespaces are DNS-1123 labels (Services are DNS-1035: a letter first); the registry applies each rule."""
+    from stacks.loader import stack_from
+
+    assert stack_from(variant(lambda r: r.update(namespace="0-llm"))).config.namespace == "0-llm"
