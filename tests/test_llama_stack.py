@@ -333,3 +333,31 @@ def test_endpoints_output_matches_what_each_component_serves(prod):
         if o["kind"] == "Service":
             name, port = o["metadata"]["name"], o["spec"]["ports"][0]["port"]
             assert endpoints[name].startswith(f"http://{name}.llama-serve:{port}")
+
+
+STACK_VARIANTS = {
+    "no shield": lambda r: (r["llamaStack"].pop("safety"), [a.update(safety=False) for a in r["agents"].values()]),
+    "nomic embeddings": lambda r: r["llamaStack"].update(embeddingModel="nomic-ai/nomic-embed-text-v1.5"),
+    "excluded categories": lambda r: r["llamaStack"]["safety"].update(excludedCategories=["S6", "S8"]),
+    "one model": lambda r: (r["llamaStack"].update(models=["llama-3b"]), r["agents"]["workshop-chat"].pop("fallback")),
+    "perPod cache": lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "local-path", "storageClassReclaimPolicy": "Retain"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STACK_VARIANTS))
+def test_every_generated_config_passes_llama_stack_0_7_3(name):
+    run = prod_run(STACK_VARIANTS[name])
+    config = stack_config_of(run)
+    assert check(config, pod_env(run)) == []
+    if name == "no shield":
+        assert "safety" not in config["apis"] and config["registered_resources"]["shields"] == []
+    if name == "nomic embeddings":
+        st = next(p for p in config["providers"]["inference"] if p["provider_type"] == "inline::sentence-transformers")
+        assert st["config"] == {"trust_remote_code": True}  # the provider's own default model runs its repo's code
+        assert {"model_id": "nomic-ai/nomic-embed-text-v1.5", "provider_id": "sentence-transformers",
+                "provider_model_id": "nomic-ai/nomic-embed-text-v1.5", "model_type": "embedding",
+                "metadata": {"embedding_dimension": 768}} in config["registered_resources"]["models"]
+    if name == "excluded categories":
+        assert config["providers"]["safety"][0]["config"] == {"excluded_categories": ["S6", "S8"]}
+    if name == "one model":
+        assert [p["provider_id"] for p in config["providers"]["inference"]] == ["vllm-llama-3b", "vllm-llama-guard", "sentence-transformers"]
