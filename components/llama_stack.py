@@ -27,6 +27,7 @@ import yaml
 
 from components.labels import labels, meta, selector
 from components.model_cache import MOUNT_PATH, ModelCache
+from components.pods import disruption_budget
 from components.vllm import HF_HOME
 from stacks.catalog import LLAMA_STACK
 from stacks.graph import EMBEDDINGS_PROVIDER, LlamaStackPlan
@@ -219,6 +220,7 @@ class LlamaStack(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        disruption_budget(f"{name}-pdb", svc, args.namespace, lab, self)
         self.url = stack.endpoint.base_url
         self.model_ids = list(stack.endpoint.models)
         self.register_outputs({

@@ -22,7 +22,7 @@ import pulumi_kubernetes as k8s
 from components.gpu import gpu_pod_fields
 from components.labels import labels, meta, selector
 from components.model_cache import MOUNT_PATH, ModelCache
-from components.pods import gpu_pod_spec, no_surge
+from components.pods import disruption_budget, gpu_pod_spec, no_surge
 from stacks.catalog import OLLAMA
 from stacks.config import GpuSharing
 from stacks.names import ENSURE_MODEL_CONFIG
@@ -248,3 +248,4 @@ class OllamaAdapterPool(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.endpoints[w.role] = f"http://{w.service_name}.{args.namespace}:{OLLAMA.port}"
+        disruption_budget(f"{name}-{w.role}-pdb", w.deployment_name, args.namespace, lab, self)

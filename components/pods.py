@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pulumi
 import pulumi_kubernetes as k8s
 
 from components.gpu import GpuPodFields
+from components.labels import meta, selector
 
 
 def no_surge() -> k8s.apps.v1.DeploymentStrategyArgs:
@@ -12,6 +14,19 @@ def no_surge() -> k8s.apps.v1.DeploymentStrategyArgs:
     return k8s.apps.v1.DeploymentStrategyArgs(
         type="RollingUpdate",
         rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_surge=0, max_unavailable=1),
+    )
+
+
+def disruption_budget(resource_name: str, name: str, namespace: str, obj_labels: dict[str, str], parent: pulumi.Resource
+                      ) -> k8s.policy.v1.PodDisruptionBudget:
+    """A node drain may take one pod of the workload at a time, and never waits forever: maxUnavailable 1, not
+    minAvailable 1 (which would block the drain of a single-replica GPU server for good)."""
+    return k8s.policy.v1.PodDisruptionBudget(
+        resource_name,
+        metadata=meta(name, namespace, obj_labels),
+        spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+            max_unavailable=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(obj_labels))),
+        opts=pulumi.ResourceOptions(parent=parent),
     )
 
 

@@ -10,12 +10,14 @@ from components.gpu import GpuClaims, GpuClaimsArgs
 from components.labels import labels, meta
 from components.llama_stack import LlamaStack, LlamaStackArgs
 from components.model_cache import ModelCache, ModelCacheArgs
+from components.namespace_limits import NamespaceLimits, NamespaceLimitsArgs
 from components.ollama import OllamaAdapterPool, OllamaAdapterPoolArgs
 from components.safety import SafetyModel, SafetyModelArgs
 from components.vllm import HF_TOKEN_KEY, VllmModel, VllmModelArgs
 from stacks.config import Vllm
 from stacks.loader import Stack
 from stacks.names import HF_SECRET, cache_users
+from stacks.quota import quota
 
 
 
@@ -64,6 +66,8 @@ class Topology(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(provider=adopting)),
         )
         depends: list[pulumi.Resource] = [r for r in (ns, cache) if r is not None]
+        if not cfg.existing_namespace:  # never constrain a namespace the stack does not own
+            depends.append(NamespaceLimits("limits", NamespaceLimitsArgs(cfg.namespace, quota(cfg, plan, graph)), opts=in_ns))
         if cfg.gpu_sharing.mode == "dra":
             depends.append(
                 GpuClaims("gpu-claims", GpuClaimsArgs(cfg.namespace, cfg.gpu_sharing, [g.gpu for g in plan.used_gpus()]), opts=in_ns)

@@ -20,7 +20,7 @@ import pulumi_kubernetes as k8s
 from components.gpu import gpu_pod_fields
 from components.labels import labels, meta, selector
 from components.model_cache import MOUNT_PATH, ModelCache
-from components.pods import gpu_pod_spec, no_surge
+from components.pods import disruption_budget, gpu_pod_spec, no_surge
 from stacks.catalog import VLLM
 from stacks.config import GpuSharing, Vllm
 from stacks.plan import VllmWorkload, shm_gib
@@ -115,6 +115,7 @@ class VllmModel(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
+        disruption_budget(f"{name}-pdb", first.service_name, args.namespace, svc_labels, self)
         self.aliases = [
             k8s.core.v1.Service(
                 f"{name}-alias-{alias}",

@@ -17,6 +17,8 @@ from stacks.plan import Plan
 
 HF_SECRET = "huggingface-token"
 ENSURE_MODEL_CONFIG = "ollama-ensure-model"
+RESOURCE_QUOTA = "llm-infra-quota"
+LIMIT_RANGE = "llm-infra-defaults"
 
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -94,6 +96,15 @@ def planned_objects(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[C
         out.append(Claim("ConfigMap", ns, stack_config_map(stack.endpoint.name), key("llamaStack")))
         out.append(Claim("Service", ns, stack.endpoint.name, key("llamaStack")))
     out += [Claim("ConfigMap", ns, agent_config_map(a.name), key("agents", a.name)) for a in graph.agents]
+    # One PodDisruptionBudget per serving workload: an Ollama server, a vLLM model (all replicas), Llama Stack.
+    out += [Claim("PodDisruptionBudget", ns, w.deployment_name, key(*w.config_path)) for w in plan.workloads]
+    for name in sorted({w.service_name for w in plan.vllm}):
+        first = next(w for w in plan.vllm if w.service_name == name)
+        out.append(Claim("PodDisruptionBudget", ns, name, key(*first.config_path)))
+    if stack is not None:
+        out.append(Claim("PodDisruptionBudget", ns, stack.endpoint.name, key("llamaStack")))
+    if not cfg.existing_namespace:
+        out += [Claim("ResourceQuota", ns, RESOURCE_QUOTA, key("namespace")), Claim("LimitRange", ns, LIMIT_RANGE, key("namespace"))]
     return out
 
 

@@ -21,7 +21,7 @@ SECRET_SIG = "4dabf18193072939515e22adb298388d"
 
 # Apply order: what others depend on first.
 KIND_ORDER = [
-    "Namespace", "StorageClass", "PersistentVolume", "PersistentVolumeClaim", "ResourceClaim",
+    "Namespace", "ResourceQuota", "LimitRange", "StorageClass", "PersistentVolume", "PersistentVolumeClaim", "ResourceClaim",
     "Secret", "ConfigMap", "ServiceAccount", "Service", "Deployment",
 ]
 

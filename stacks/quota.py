@@ -1,0 +1,61 @@
+"""The namespace's ResourceQuota, from the plan: what the planned pods request, plus one rolling pod more.
+
+Rollouts replace one pod at a time without a surge, but a terminating pod still counts against a quota
+until it is gone, so the quota holds the planned pods and the largest of them once more. Object counts
+come from the name registry (the objects the stack creates), plus `kube-root-ca.crt`, which Kubernetes
+puts in every namespace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stacks.config import StackConfig
+from stacks.graph import ServiceGraph
+from stacks.names import planned_objects
+from stacks.plan import Plan, shm_gib
+
+COUNTED = {"Service": "services", "ConfigMap": "configmaps", "Secret": "secrets",
+           "PersistentVolumeClaim": "persistentvolumeclaims", "Deployment": "count/deployments.apps",
+           "ResourceClaim": "count/resourceclaims.resource.k8s.io"}
+
+
+@dataclass(frozen=True)
+class PodRequest:
+    cpu: float
+    memory_mib: int
+    gpus: int = 0
+    """`nvidia.com/gpu` (exclusive mode)."""
+
+
+def pod_requests(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[PodRequest]:
+    """Every planned pod's requests, as the components render them."""
+    pods = []
+    exclusive = cfg.gpu_sharing.mode == "exclusive"
+    for w in plan.workloads:
+        pods += [PodRequest(w.server.cpu, round(w.server.memory_gib * 1024), 1 if exclusive else 0)] * w.server.replicas
+    for v in plan.vllm:
+        pods.append(PodRequest(v.spec.cpu, round((v.spec.memory_gib + shm_gib(v.spec)) * 1024),
+                               v.spec.tensor_parallel if exclusive else 0))
+    if graph.llama_stack is not None and cfg.llama_stack is not None:
+        pods.append(PodRequest(cfg.llama_stack.cpu, round(cfg.llama_stack.memory_gib * 1024)))
+    return pods
+
+
+def quota(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> dict[str, str]:
+    pods = pod_requests(cfg, plan, graph)
+    biggest = max(pods, key=lambda p: (p.memory_mib, p.cpu, p.gpus))
+    cpu = sum(p.cpu for p in pods) + biggest.cpu
+    memory = sum(p.memory_mib for p in pods) + biggest.memory_mib
+    hard = {"pods": str(len(pods) + 1), "requests.cpu": f"{cpu:g}", "requests.memory": f"{memory}Mi",
+            "limits.memory": f"{memory}Mi"}
+    gpus = sum(p.gpus for p in pods)
+    if gpus:
+        hard["requests.nvidia.com/gpu"] = str(gpus + max(p.gpus for p in pods))
+    counts: dict[str, int] = {}
+    for c in planned_objects(cfg, plan, graph):
+        if c.kind in COUNTED:
+            counts[COUNTED[c.kind]] = counts.get(COUNTED[c.kind], 0) + 1
+    counts["configmaps"] = counts.get("configmaps", 0) + 1  # kube-root-ca.crt
+    hard.update({k: str(v) for k, v in counts.items()})
+    return dict(sorted(hard.items()))

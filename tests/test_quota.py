@@ -1,0 +1,86 @@
+"""ResourceQuota and LimitRange from the plan, and a PodDisruptionBudget per serving workload."""
+
+from __future__ import annotations
+
+from tests.conftest import run_raw, run_secret_raw, stack_raw, variant
+
+Mi = 1024
+
+
+def pod_templates(run):
+    return [o for o in run.objects() if o["kind"] == "Deployment"]
+
+
+def test_dev_quota_holds_the_plan_and_one_rolling_pod_more(dev_run):
+    hard = dev_run.find("ResourceQuota", "llm-infra-quota")["spec"]["hard"]
+    # base 2 CPU / 8 GiB, chatbot 4 / 10, code 3 / 10, summarization 2 / 8; the largest (chatbot) once more
+    assert hard["requests.cpu"] == str(2 + 4 + 3 + 2 + 4)
+    assert hard["requests.memory"] == hard["limits.memory"] == f"{(8 + 10 + 10 + 8 + 10) * Mi}Mi"
+    assert hard["pods"] == "5"
+    counted = {k: sum(1 for o in dev_run.objects() if o["kind"] == kind) for k, kind in
+               (("services", "Service"), ("persistentvolumeclaims", "PersistentVolumeClaim"), ("count/deployments.apps", "Deployment"))}
+    assert all(hard[k] == str(v) for k, v in counted.items())
+    assert hard["configmaps"] == str(1 + 1)  # ollama-ensure-model + the kube-root-ca.crt every namespace gets
+    assert "requests.nvidia.com/gpu" not in hard  # visible-devices: no GPU requests to count
+
+
+def test_every_pod_fits_the_quota_even_while_one_rolls():
+    for raw, secrets in ((stack_raw("dev"), []), (stack_raw("prod"), ["hfToken"]), (stack_raw("lab"), ["hfToken"])):
+        run = run_secret_raw(raw, secrets)
+        hard = run.find("ResourceQuota", "llm-infra-quota")["spec"]["hard"]
+        cpu = mem = 0.0
+        biggest = (0.0, 0.0)
+        for d in pod_templates(run):
+            spec = d["spec"]["template"]["spec"]
+            main = spec["containers"]
+            c = sum(float(x["resources"]["requests"]["cpu"]) for x in main)
+            m = sum(int(x["resources"]["requests"]["memory"].removesuffix("Mi")) for x in main)
+            for init in spec.get("initContainers", []):  # a pod's request is the larger of its init and main containers
+                c = max(c, float(init["resources"]["requests"]["cpu"]))
+                m = max(m, int(init["resources"]["requests"]["memory"].removesuffix("Mi")))
+            replicas = d["spec"]["replicas"]
+            cpu, mem = cpu + c * replicas, mem + m * replicas
+            biggest = max(biggest, (m, c))
+        assert cpu + biggest[1] <= float(hard["requests.cpu"])
+        assert mem + biggest[0] <= int(hard["requests.memory"].removesuffix("Mi"))
+        assert int(hard["pods"]) == sum(d["spec"]["replicas"] for d in pod_templates(run)) + 1
+
+
+def test_exclusive_mode_counts_gpus_and_dra_counts_claims():
+    run = run_raw(variant(lambda r: (r["gpuSharing"].update(mode="exclusive"),
+                                     r["ollama"].update(adapters={"code": r["ollama"]["adapters"]["code"]}))))
+    requested = sum(int(d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) for d in pod_templates(run))
+    assert requested == 2  # base and code, one GPU each
+    assert run.find("ResourceQuota", "llm-infra-quota")["spec"]["hard"]["requests.nvidia.com/gpu"] == str(requested + 1)
+    prod = run_secret_raw(stack_raw("prod"), ["hfToken"])
+    assert prod.find("ResourceQuota", "llm-infra-quota")["spec"]["hard"]["count/resourceclaims.resource.k8s.io"] == "4"
+    excl = run_secret_raw(variant(lambda r: (r["gpuSharing"].update(mode="exclusive"),
+                                             r["vllm"].update(models={"llama-70b": r["vllm"]["models"]["llama-70b"]}),
+                                             r.pop("llamaStack"), r.pop("agents")), "prod"), ["hfToken"])
+    assert excl.find("ResourceQuota", "llm-infra-quota")["spec"]["hard"]["requests.nvidia.com/gpu"] == str(4 + 4)
+
+
+def test_containers_without_resources_get_defaults(dev_run):
+    item = dev_run.find("LimitRange", "llm-infra-defaults")["spec"]["limits"][0]
+    assert item == {"type": "Container", "defaultRequest": {"cpu": "100m", "memory": "128Mi"}, "default": {"memory": "256Mi"}}
+
+
+def test_one_disruption_budget_per_workload_that_never_blocks_a_drain():
+    run = run_secret_raw(stack_raw("prod"), ["hfToken"])
+    pdbs = {o["metadata"]["name"]: o for o in run.objects() if o["kind"] == "PodDisruptionBudget"}
+    assert sorted(pdbs) == sorted({"llamastack-server", *(o["metadata"]["name"] for o in run.objects() if o["kind"] == "Service")})
+    for pdb in pdbs.values():
+        assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
+        selected = [d["metadata"]["name"] for d in pod_templates(run)
+                    if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items())]
+        assert selected, pdb["metadata"]["name"]
+    sel = pdbs["vllm-llama-70b"]["spec"]["selector"]["matchLabels"]
+    assert [d["metadata"]["name"] for d in pod_templates(run)
+            if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items())] == ["vllm-llama-70b"]
+
+
+def test_no_quota_in_a_namespace_the_stack_does_not_own():
+    run = run_raw(variant(lambda r: r.update(namespace="default", existingNamespace=True)))
+    kinds = {o["kind"] for o in run.objects()}
+    assert "ResourceQuota" not in kinds and "LimitRange" not in kinds and "Namespace" not in kinds
+    assert "PodDisruptionBudget" in kinds
