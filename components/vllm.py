@@ -29,6 +29,8 @@ from stacks.timing import vllm_startup_seconds
 
 HF_HOME = f"{MOUNT_PATH}/huggingface"
 HF_TOKEN_KEY = "HF_TOKEN"
+HF_TOKEN_DIR = "/var/run/secrets/huggingface"
+"""Where the token Secret is mounted; huggingface_hub (>= 1.31, what vLLM 0.33 requires) reads HF_TOKEN_PATH."""
 
 
 def vllm_args(w: VllmWorkload) -> list[str]:
@@ -139,14 +141,8 @@ class VllmModel(pulumi.ComponentResource):
         budget = vllm_startup_seconds(w, args.timing)
         shm = shm_gib(s)
         memory = f"{round((s.memory_gib + shm) * 1024)}Mi"
-        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted({**vllm_env(budget), **gpu.env}.items())]
-        if args.hf_token_secret:
-            env.insert(0, k8s.core.v1.EnvVarArgs(
-                name=HF_TOKEN_KEY,
-                value_from=k8s.core.v1.EnvVarSourceArgs(
-                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=args.hf_token_secret, key=HF_TOKEN_KEY)
-                ),
-            ))
+        token_env = {"HF_TOKEN_PATH": f"{HF_TOKEN_DIR}/token"} if args.hf_token_secret else {}
+        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted({**vllm_env(budget), **gpu.env, **token_env}.items())]
         health = k8s.core.v1.HTTPGetActionArgs(path="/health", port="http")
         mounts = [k8s.core.v1.VolumeMountArgs(name="models", mount_path=MOUNT_PATH)]
         volumes = [
@@ -157,6 +153,12 @@ class VllmModel(pulumi.ComponentResource):
                 ),
             )
         ]
+        if args.hf_token_secret:
+            # The token as a file the Hugging Face client reads (HF_TOKEN_PATH), not an environment variable.
+            mounts.append(k8s.core.v1.VolumeMountArgs(name="hf-token", mount_path=HF_TOKEN_DIR, read_only=True))
+            volumes.append(k8s.core.v1.VolumeArgs(name="hf-token", secret=k8s.core.v1.SecretVolumeSourceArgs(
+                secret_name=args.hf_token_secret, default_mode=0o400,
+                items=[k8s.core.v1.KeyToPathArgs(key=HF_TOKEN_KEY, path="token")])))
         if shm:
             mounts.append(k8s.core.v1.VolumeMountArgs(name="dshm", mount_path="/dev/shm"))
             volumes.append(k8s.core.v1.VolumeArgs(name="dshm", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(medium="Memory", size_limit=f"{shm}Gi")))

@@ -39,9 +39,9 @@ def test_secrets_stay_out_of_the_manifests_and_the_kubectl_line_is_printed(tmp_p
     text = (tmp_path / "manifests.yaml").read_text()
     objects = list(yaml.safe_load_all(text))
     assert "Secret" not in {o["kind"] for o in objects} and "redacted" not in text
-    refs = [e["valueFrom"]["secretKeyRef"] for o in objects if o["kind"] == "Deployment"
-            for e in o["spec"]["template"]["spec"]["containers"][0].get("env", []) if "valueFrom" in e]
-    assert refs and all(r == {"name": "huggingface-token", "key": "HF_TOKEN"} for r in refs)
+    refs = [v["secret"]["secretName"] for o in objects if o["kind"] == "Deployment"
+            for v in o["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+    assert refs and set(refs) == {"huggingface-token"}  # the Deployments mount the Secret the kubectl line creates
     assert 'kubectl -n llama-serve create secret generic huggingface-token --from-literal=HF_TOKEN="$HF_TOKEN"' in printed
 
 

@@ -68,8 +68,12 @@ def test_hf_token_only_as_a_secret(prod):
     # Passed to Pulumi as a secret (the mock sees the secret wrapper), rendered redacted, referenced by key.
     assert "4dabf18193072939515e22adb298388d" in json.dumps(secret.inputs["stringData"])
     assert prod.find("Secret", "huggingface-token")["stringData"] == {"HF_TOKEN": REDACTED}
-    env = container(prod, "vllm-llama-70b")["env"]
-    assert env[0] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "huggingface-token", "key": "HF_TOKEN"}}}
+    # A file the Hugging Face client reads (HF_TOKEN_PATH), never an environment variable of the pod
+    c = container(prod, "vllm-llama-70b")
+    assert env_of(c)["HF_TOKEN_PATH"] == "/var/run/secrets/huggingface/token" and "HF_TOKEN" not in env_of(c)
+    assert {"name": "hf-token", "mountPath": "/var/run/secrets/huggingface", "readOnly": True} in c["volumeMounts"]
+    volume = next(v for v in prod.find("Deployment", "vllm-llama-70b")["spec"]["template"]["spec"]["volumes"] if v["name"] == "hf-token")
+    assert volume["secret"] == {"secretName": "huggingface-token", "defaultMode": 0o400, "items": [{"key": "HF_TOKEN", "path": "token"}]}
     assert TOKEN not in json.dumps(prod.objects())
     assert TOKEN not in json.dumps(prod.program["stack"].plan.to_dict())
     assert TOKEN not in json.dumps(prod.program["topology"].endpoints)
@@ -96,7 +100,7 @@ def test_shm_sized_from_tensor_parallelism(prod):
     # 64 GiB for the process + 16 GiB of memory-backed /dev/shm
     assert spec["containers"][0]["resources"]["limits"]["memory"] == "81920Mi"
     guard = prod.find("Deployment", "vllm-llama-guard")["spec"]["template"]["spec"]
-    assert [v["name"] for v in guard["volumes"]] == ["models"]
+    assert [v["name"] for v in guard["volumes"]] == ["models", "hf-token"]  # no /dev/shm volume at TP 1
 
 
 def test_startup_budget_covers_download_and_load(prod):
