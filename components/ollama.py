@@ -22,9 +22,10 @@ import pulumi_kubernetes as k8s
 from components.gpu import gpu_pod_fields
 from components.labels import labels, meta, selector
 from components.model_cache import MOUNT_PATH, ModelCache
-from components.pods import disruption_budget, gpu_pod_spec, no_surge
+from components.pods import disruption_budget, gpu_pod_spec, hardened, no_surge, pull_policy
 from stacks.catalog import OLLAMA
-from stacks.config import GpuSharing
+from stacks.config import GpuSharing, PodSecurity
+from stacks.edge import SERVICE_LABEL
 from stacks.names import ENSURE_MODEL_CONFIG
 from stacks.plan import OllamaWorkload
 from stacks.timing import OLLAMA_PROBE_PERIOD_SECONDS as PROBE_PERIOD_SECONDS
@@ -44,6 +45,12 @@ set -eu
 work="${TMPDIR:-/tmp}"
 log() { echo "ensure-model: $*"; }
 fail() { echo "ensure-model: ERROR: $*" >&2; exit 1; }
+
+models="${OLLAMA_MODELS:-$HOME/.ollama/models}"
+mkdir -p "$models" 2>/dev/null || true
+touch "$models/.llm-infra-write-test" 2>/dev/null \
+  || fail "the model cache $models is not writable by uid $(id -u) gid $(id -g); prepare the host directory once: sudo chown -R $(id -u):$(id -g) <modelCache.hostPath> (README, Pod security)"
+rm -f "$models/.llm-infra-write-test"
 
 ollama serve >"$work/ensure-model-serve.log" 2>&1 &
 server=$!
@@ -130,6 +137,7 @@ class OllamaAdapterPoolArgs:
     cache: ModelCache
     pull_mib_per_second: float
     server_start_seconds: int
+    security: PodSecurity
 
 
 class OllamaAdapterPool(pulumi.ComponentResource):
@@ -159,17 +167,14 @@ class OllamaAdapterPool(pulumi.ComponentResource):
         s = w.server
         budget = ollama_rollout_seconds(w, args.pull_mib_per_second, args.server_start_seconds)
         requests = {"cpu": f"{s.cpu:g}", "memory": f"{round(s.memory_gib * 1024)}Mi"}
-        limits = {"memory": requests["memory"], **({"cpu": f"{s.cpu_limit:g}"} if s.cpu_limit else {}), **gpu.limits}
+        limits = {"memory": requests["memory"], "cpu": f"{s.cpu_limit or s.cpu:g}", **gpu.limits}
         mounts = [
             k8s.core.v1.VolumeMountArgs(name="models", mount_path=MOUNT_PATH),
             k8s.core.v1.VolumeMountArgs(name="home", mount_path=HOME_DIR),
             k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
         ]
-        hardened = k8s.core.v1.SecurityContextArgs(
-            allow_privilege_escalation=False,
-            read_only_root_filesystem=True,
-            capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-        )
+        # Both containers run in the GPU pod, which the NVIDIA runtime hooks (podSecurity.gpuReadOnlyRoot).
+        secured = hardened(read_only_root=args.security.gpu_read_only_root)
         http = lambda path: k8s.core.v1.HTTPGetActionArgs(path=path, port="http")  # noqa: E731
         plan_note = {
             "llm-infra/gpu": f"{w.gpu.node}/{w.gpu.index}",
@@ -179,15 +184,17 @@ class OllamaAdapterPool(pulumi.ComponentResource):
         init = k8s.core.v1.ContainerArgs(
             name="ensure-model",
             image=args.image,
+            image_pull_policy=pull_policy(args.image),
             command=["/bin/sh", f"{SCRIPTS_DIR}/ensure-model.sh"],
             env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in ensure_model_env(w).items()],
-            resources=k8s.core.v1.ResourceRequirementsArgs(requests=requests, limits={"memory": requests["memory"]}),
-            security_context=hardened,
+            resources=k8s.core.v1.ResourceRequirementsArgs(requests=requests, limits={"memory": requests["memory"], "cpu": requests["cpu"]}),
+            security_context=secured,
             volume_mounts=[*mounts, k8s.core.v1.VolumeMountArgs(name="scripts", mount_path=SCRIPTS_DIR, read_only=True)],
         )
         server = k8s.core.v1.ContainerArgs(
             name="ollama",
             image=args.image,
+            image_pull_policy=pull_policy(args.image),
             ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=OLLAMA.port, protocol="TCP")],
             env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted({**server_env(w), **gpu.env}.items())],
             resources=k8s.core.v1.ResourceRequirementsArgs(requests=requests, limits=limits, claims=gpu.container_claims),
@@ -198,7 +205,7 @@ class OllamaAdapterPool(pulumi.ComponentResource):
             ),
             readiness_probe=k8s.core.v1.ProbeArgs(http_get=http(f"/v1/models/{w.model_name}"), period_seconds=10, failure_threshold=3),
             liveness_probe=k8s.core.v1.ProbeArgs(http_get=http("/"), period_seconds=10, timeout_seconds=5, failure_threshold=6),
-            security_context=hardened,
+            security_context=secured,
             volume_mounts=mounts,
         )
         claim = args.cache.claim_for(w.node, w.deployment_name)
@@ -212,9 +219,9 @@ class OllamaAdapterPool(pulumi.ComponentResource):
                 strategy=no_surge(),
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(lab)),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=lab),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels={**lab, SERVICE_LABEL: w.service_name}),
                     spec=gpu_pod_spec(
-                        w.node, gpu, containers=[server], init_containers=[init],
+                        w.node, gpu, args.security, containers=[server], init_containers=[init],
                         volumes=[
                             k8s.core.v1.VolumeArgs(
                                 name="models",

@@ -7,6 +7,63 @@ import pulumi_kubernetes as k8s
 
 from components.gpu import GpuPodFields
 from components.labels import meta, selector
+from stacks.config import PodSecurity
+
+WRITE_CHECK = r"""set -eu
+for d in "$@"; do
+  mkdir -p "$d" 2>/dev/null || true
+  if ! touch "$d/.llm-infra-write-test" 2>/dev/null; then
+    echo "check-cache: $d is not writable by uid $(id -u) gid $(id -g) (groups: $(id -G))." >&2
+    echo "check-cache: prepare the host directory once: sudo chown -R $(id -u):$(id -g) <modelCache.hostPath> (README, Pod security)" >&2
+    exit 1
+  fi
+  rm -f "$d/.llm-infra-write-test"
+done
+echo "check-cache: $* writable by uid $(id -u)"
+"""
+
+
+def pod_security(sec: PodSecurity) -> k8s.core.v1.PodSecurityContextArgs:
+    """The fixed non-root user and group of every pod (Pod Security `restricted`), RuntimeDefault seccomp."""
+    return k8s.core.v1.PodSecurityContextArgs(
+        run_as_non_root=True,
+        run_as_user=sec.run_as_user,
+        run_as_group=sec.fs_group,
+        fs_group=sec.fs_group,
+        fs_group_change_policy="OnRootMismatch",
+        seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+    )
+
+
+def hardened(read_only_root: bool = True) -> k8s.core.v1.SecurityContextArgs:
+    """No privilege escalation, no capabilities, non-root; a read-only root filesystem unless the NVIDIA runtime needs it
+    writable (`podSecurity.gpuReadOnlyRoot`)."""
+    return k8s.core.v1.SecurityContextArgs(
+        allow_privilege_escalation=False,
+        read_only_root_filesystem=read_only_root,
+        run_as_non_root=True,
+        capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+    )
+
+
+def check_cache(image: str, dirs: list[str], mounts: list, read_only_root: bool) -> k8s.core.v1.ContainerArgs:
+    """An init container that stops the pod at Init:Error, saying how to fix it, when the model cache is not writable
+    by the pods' user (a hostPath directory made by root before the pods ran as non-root)."""
+    return k8s.core.v1.ContainerArgs(
+        name="check-cache",
+        image=image,
+        image_pull_policy=pull_policy(image),
+        command=["/bin/sh", "-c", WRITE_CHECK, "check-cache", *dirs],
+        resources=k8s.core.v1.ResourceRequirementsArgs(requests={"cpu": "100m", "memory": "64Mi"},
+                                                       limits={"cpu": "100m", "memory": "64Mi"}),
+        security_context=hardened(read_only_root),
+        volume_mounts=mounts,
+    )
+
+
+def pull_policy(image: str) -> str:
+    """`Always` for a tag (a tag can move; the registry is asked each start, layers stay cached); a digest cannot move."""
+    return "IfNotPresent" if "@sha256:" in image else "Always"
 
 
 def no_surge() -> k8s.apps.v1.DeploymentStrategyArgs:
@@ -30,9 +87,9 @@ def disruption_budget(resource_name: str, name: str, namespace: str, obj_labels:
     )
 
 
-def gpu_pod_spec(node: str, gpu: GpuPodFields, containers: list, volumes: list, init_containers: list | None = None,
-                 termination_grace_period_seconds: int | None = None) -> k8s.core.v1.PodSpecArgs:
-    """A pod on its planned node and GPUs: no service-account token, no service-link env, RuntimeDefault seccomp."""
+def gpu_pod_spec(node: str, gpu: GpuPodFields, sec: PodSecurity, containers: list, volumes: list,
+                 init_containers: list | None = None, termination_grace_period_seconds: int | None = None) -> k8s.core.v1.PodSpecArgs:
+    """A pod on its planned node and GPUs: no service-account token, no service-link env, non-root, RuntimeDefault seccomp."""
     return k8s.core.v1.PodSpecArgs(
         node_selector={"kubernetes.io/hostname": node},
         runtime_class_name=gpu.runtime_class_name,
@@ -41,7 +98,7 @@ def gpu_pod_spec(node: str, gpu: GpuPodFields, containers: list, volumes: list, 
         automount_service_account_token=False,
         enable_service_links=False,
         termination_grace_period_seconds=termination_grace_period_seconds,
-        security_context=k8s.core.v1.PodSecurityContextArgs(seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")),
+        security_context=pod_security(sec),
         init_containers=init_containers,
         containers=containers,
         volumes=volumes,

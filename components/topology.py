@@ -6,15 +6,18 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.agents import AgentRoutes, AgentRoutesArgs
+from components.edge import Edge, EdgeArgs
 from components.gpu import GpuClaims, GpuClaimsArgs
 from components.labels import labels, meta
 from components.llama_stack import LlamaStack, LlamaStackArgs
 from components.model_cache import ModelCache, ModelCacheArgs
 from components.namespace_limits import NamespaceLimits, NamespaceLimitsArgs
+from components.network_policy import NetworkPolicies, NetworkPoliciesArgs
 from components.ollama import OllamaAdapterPool, OllamaAdapterPoolArgs
 from components.safety import SafetyModel, SafetyModelArgs
 from components.vllm import HF_TOKEN_KEY, VllmModel, VllmModelArgs
 from stacks.config import Vllm
+from stacks.edge import API_KEY_KEY, API_KEY_SECRET, policy_rules
 from stacks.loader import Stack
 from stacks.names import HF_SECRET, cache_users
 from stacks.quota import quota
@@ -47,7 +50,9 @@ class Topology(pulumi.ComponentResource):
                 None,
                 {
                     **labels("llm-infra", cfg.namespace, "namespace"),
-                    "pod-security.kubernetes.io/enforce": "baseline",
+                    # Every pod qualifies for `restricted` (non-root, no capabilities, RuntimeDefault seccomp,
+                    # no privilege escalation, only PVC/emptyDir/ConfigMap/Secret volumes).
+                    "pod-security.kubernetes.io/enforce": "restricted",
                     "pod-security.kubernetes.io/warn": "restricted",
                 },
             ),
@@ -72,6 +77,20 @@ class Topology(pulumi.ComponentResource):
             depends.append(
                 GpuClaims("gpu-claims", GpuClaimsArgs(cfg.namespace, cfg.gpu_sharing, [g.gpu for g in plan.used_gpus()]), opts=in_ns)
             )
+        if cfg.network_policy.enabled:
+            # Before any serving pod: a pod never runs without its policies.
+            depends.append(NetworkPolicies("network-policies", NetworkPoliciesArgs(
+                cfg.namespace, policy_rules(cfg, graph, list(stack.routes))), opts=in_ns))
+        self.api_key_secret = None
+        if cfg.api_key is not None:
+            self.api_key_secret = API_KEY_SECRET
+            depends.append(k8s.core.v1.Secret(
+                f"{name}-api-key",
+                metadata=meta(API_KEY_SECRET, cfg.namespace, labels("api-key", API_KEY_SECRET, "credentials")),
+                type="Opaque",
+                string_data={API_KEY_KEY: pulumi.Output.secret(cfg.api_key)},
+                opts=in_ns,
+            ))
         serving = pulumi.ResourceOptions(parent=self, depends_on=depends)
         # Every Service's URL, as the graph names them (the components serve exactly these).
         self.endpoints = {name: ep.url for name, ep in sorted(graph.endpoints.items())}
@@ -86,6 +105,7 @@ class Topology(pulumi.ComponentResource):
                     cache=cache,
                     pull_mib_per_second=cfg.ollama.pull_mib_per_second,
                     server_start_seconds=cfg.ollama.server_start_seconds,
+                    security=cfg.pod_security,
                 ),
                 opts=serving,
             )
@@ -94,13 +114,17 @@ class Topology(pulumi.ComponentResource):
             ls = cfg.llama_stack
             LlamaStack(
                 "llama-stack",
-                LlamaStackArgs(cfg.namespace, ls.image, graph.llama_stack, cache, ls.cpu, ls.memory_gib),
+                LlamaStackArgs(cfg.namespace, ls.image, graph.llama_stack, cache, ls.cpu, ls.memory_gib, cfg.pod_security,
+                               self.api_key_secret),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends, *models]),
             )
         self.agents = {}
         if graph.agents:
             self.agents = AgentRoutes("agents", AgentRoutesArgs(cfg.namespace, graph.agents), opts=in_ns).routes
-        self.register_outputs({"namespace": self.namespace, "endpoints": self.endpoints, "agents": self.agents})
+        self.urls: dict[str, str] = {}
+        if cfg.ingress is not None and stack.routes:
+            self.urls = Edge("edge", EdgeArgs(cfg.namespace, cfg.ingress, list(stack.routes), cfg.api_key), opts=in_ns).urls
+        self.register_outputs({"namespace": self.namespace, "endpoints": self.endpoints, "agents": self.agents, "urls": self.urls})
 
     def _vllm_layer(self, name: str, stack: Stack, cache: ModelCache, serving: pulumi.ResourceOptions,
                     in_ns: pulumi.ResourceOptions) -> list[pulumi.Resource]:
@@ -124,7 +148,8 @@ class Topology(pulumi.ComponentResource):
         models: list[pulumi.Resource] = []
         for model, replicas in sorted(by_model.items()):
             aliases = tuple((ep.name, ep.port) for ep in graph.endpoints.values() if ep.alias_of == replicas[0].service_name)
-            server = VllmModelArgs(cfg.namespace, vllm.image, replicas, cfg.gpu_sharing, cache, vllm, secret_name, aliases)
+            server = VllmModelArgs(cfg.namespace, vllm.image, replicas, cfg.gpu_sharing, cache, vllm, secret_name,
+                                   cfg.pod_security, self.api_key_secret, aliases)
             if shield is not None and shield.model.key == model:
                 models.append(SafetyModel(f"safety-{model}", SafetyModelArgs(server, shield), opts=serving))
             else:

@@ -20,15 +20,18 @@ import pulumi_kubernetes as k8s
 from components.gpu import gpu_pod_fields
 from components.labels import labels, meta, selector
 from components.model_cache import MOUNT_PATH, ModelCache
-from components.pods import disruption_budget, gpu_pod_spec, no_surge
+from components.pods import check_cache, disruption_budget, gpu_pod_spec, hardened, no_surge, pull_policy
 from stacks.catalog import VLLM
-from stacks.config import GpuSharing, Vllm
+from stacks.config import GpuSharing, PodSecurity, Vllm
+from stacks.edge import API_KEY_KEY, SERVICE_LABEL
 from stacks.plan import VllmWorkload, shm_gib
 from stacks.timing import VLLM_PROBE_PERIOD_SECONDS as PROBE_PERIOD_SECONDS
 from stacks.timing import vllm_startup_seconds
 
 HF_HOME = f"{MOUNT_PATH}/huggingface"
 HF_TOKEN_KEY = "HF_TOKEN"
+HOME_DIR = "/home/vllm"
+"""HOME of the non-root user (an emptyDir): vLLM's, Triton's and FlashInfer's caches go below it."""
 HF_TOKEN_DIR = "/var/run/secrets/huggingface"
 """Where the token Secret is mounted; huggingface_hub (>= 1.31, what vLLM 0.33 requires) reads HF_TOKEN_PATH."""
 
@@ -73,6 +76,9 @@ def vllm_env(budget: int) -> dict[str, str]:
         sorted(
             {
                 "HF_HOME": HF_HOME,
+                # A UID with no passwd entry: torch's getpass.getuser() reads USER first (else it raises, kserve#5666).
+                "HOME": HOME_DIR,
+                "USER": "vllm",
                 "VLLM_ENGINE_READY_TIMEOUT_S": str(max(600, budget)),
                 "VLLM_NO_USAGE_STATS": "1",
             }.items()
@@ -91,6 +97,9 @@ class VllmModelArgs:
     timing: Vllm
     hf_token_secret: str | None
     """Name of the Secret holding HF_TOKEN, if the stack has a token."""
+    security: PodSecurity = PodSecurity()
+    api_key_secret: str | None = None
+    """Name of the Secret holding the stack's API key: vLLM checks it as a Bearer token on /v1 (VLLM_API_KEY)."""
     aliases: tuple[tuple[str, int], ...] = ()
     """Further Services (name, port) selecting the same pods: the adapter pool's task URLs (ollama-<role>:11434)."""
 
@@ -136,22 +145,33 @@ class VllmModel(pulumi.ComponentResource):
 
     def _deployment(self, name, args: VllmModelArgs, w: VllmWorkload, svc_labels, scrape) -> k8s.apps.v1.Deployment:
         s = w.spec
-        pod_labels = {**svc_labels, "llm-infra/pod": w.deployment_name}
+        pod_labels = {**svc_labels, "llm-infra/pod": w.deployment_name, SERVICE_LABEL: w.service_name}
         gpu = gpu_pod_fields(args.gpu_sharing, w.gpus, cuda_env=False)
         budget = vllm_startup_seconds(w, args.timing)
         shm = shm_gib(s)
         memory = f"{round((s.memory_gib + shm) * 1024)}Mi"
         token_env = {"HF_TOKEN_PATH": f"{HF_TOKEN_DIR}/token"} if args.hf_token_secret else {}
         env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted({**vllm_env(budget), **gpu.env, **token_env}.items())]
+        if args.api_key_secret:
+            # vLLM 0.33 takes its key from --api-key (visible in the pod spec and `ps`) or VLLM_API_KEY (envs.py:829,
+            # serve/middleware/register.py:32): the variable, from the Secret, never the flag.
+            env.append(k8s.core.v1.EnvVarArgs(name="VLLM_API_KEY", value_from=k8s.core.v1.EnvVarSourceArgs(
+                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=args.api_key_secret, key=API_KEY_KEY))))
         health = k8s.core.v1.HTTPGetActionArgs(path="/health", port="http")
-        mounts = [k8s.core.v1.VolumeMountArgs(name="models", mount_path=MOUNT_PATH)]
+        mounts = [
+            k8s.core.v1.VolumeMountArgs(name="models", mount_path=MOUNT_PATH),
+            k8s.core.v1.VolumeMountArgs(name="home", mount_path=HOME_DIR),
+            k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
+        ]
         volumes = [
             k8s.core.v1.VolumeArgs(
                 name="models",
                 persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(
                     claim_name=args.cache.claim_for(w.node, w.deployment_name)
                 ),
-            )
+            ),
+            k8s.core.v1.VolumeArgs(name="home", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
+            k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
         ]
         if args.hf_token_secret:
             # The token as a file the Hugging Face client reads (HF_TOKEN_PATH), not an environment variable.
@@ -171,12 +191,13 @@ class VllmModel(pulumi.ComponentResource):
         container = k8s.core.v1.ContainerArgs(
             name="vllm",
             image=args.image,
+            image_pull_policy=pull_policy(args.image),
             args=vllm_args(w),
             ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=VLLM.port, protocol="TCP")],
             env=env,
             resources=k8s.core.v1.ResourceRequirementsArgs(
                 requests={"cpu": f"{s.cpu:g}", "memory": memory},
-                limits={"memory": memory, **gpu.limits},
+                limits={"cpu": f"{s.cpu:g}", "memory": memory, **gpu.limits},
                 claims=gpu.container_claims,
             ),
             # The port refuses connections until the engine is loaded, so /health 200 means ready.
@@ -184,10 +205,7 @@ class VllmModel(pulumi.ComponentResource):
                                                 failure_threshold=math.ceil(budget / PROBE_PERIOD_SECONDS)),
             readiness_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=5, failure_threshold=3),
             liveness_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=10, timeout_seconds=5, failure_threshold=3),
-            security_context=k8s.core.v1.SecurityContextArgs(
-                allow_privilege_escalation=False,
-                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-            ),
+            security_context=hardened(read_only_root=args.security.gpu_read_only_root),
             volume_mounts=mounts,
         )
         return k8s.apps.v1.Deployment(
@@ -201,7 +219,9 @@ class VllmModel(pulumi.ComponentResource):
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels={**selector(pod_labels), "llm-infra/pod": w.deployment_name}),
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels, annotations=scrape),
-                    spec=gpu_pod_spec(w.node, gpu, containers=[container], volumes=volumes, termination_grace_period_seconds=60),
+                    spec=gpu_pod_spec(
+                        w.node, gpu, args.security, containers=[container], volumes=volumes, termination_grace_period_seconds=60,
+                        init_containers=[check_cache(args.image, [HF_HOME], mounts[:1], args.security.gpu_read_only_root)]),
                 ),
             ),
             opts=pulumi.ResourceOptions(

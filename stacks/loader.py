@@ -13,6 +13,7 @@ from pulumi.runtime import config as runtime_config
 
 from stacks.config import PROJECT, StackConfig, parse_config
 from stacks.errors import ConfigError
+from stacks.edge import IngressRoute, ingress_routes, route_problems
 from stacks.graph import ServiceGraph, build_graph
 from stacks.names import name_problems
 from stacks.timing import timing_problems
@@ -26,6 +27,8 @@ class Stack:
     config: StackConfig
     plan: Plan
     graph: ServiceGraph
+    routes: tuple[IngressRoute, ...] = ()
+    """The ingress routes, from the graph (stacks/edge.py)."""
     render_dir: str | None = None
     """`kubernetes:renderYamlToDirectory`: the provider writes manifests there instead of calling a cluster (a
     `pulumi preview` with no kubeconfig); the program's own providers get it too."""
@@ -98,10 +101,10 @@ def stack_from(raw: dict[str, Any], secrets: frozenset[str] = frozenset()) -> St
     cfg = parse_config(raw, secrets)
     plan = build_plan(cfg)
     graph = build_graph(cfg, plan)
-    problems = name_problems(cfg, plan, graph) + timing_problems(cfg, plan)
+    problems = name_problems(cfg, plan, graph) + timing_problems(cfg, plan) + route_problems(cfg, graph)
     if problems:
         raise ConfigError(problems)
-    return Stack(cfg, plan, graph)
+    return Stack(cfg, plan, graph, tuple(ingress_routes(cfg, graph)))
 
 
 def load_stack() -> Stack:

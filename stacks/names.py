@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from stacks.config import StackConfig, key
+from stacks.edge import edge_objects, ingress_routes, policy_rules
 from stacks.graph import ServiceGraph
 from stacks.plan import Plan
 
@@ -103,6 +104,8 @@ def planned_objects(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[C
         out.append(Claim("PodDisruptionBudget", ns, name, key(*first.config_path)))
     if stack is not None:
         out.append(Claim("PodDisruptionBudget", ns, stack.endpoint.name, key("llamaStack")))
+    routes = ingress_routes(cfg, graph)
+    out += [Claim(kind, ns, name, key(*path)) for kind, name, path in edge_objects(cfg, routes, policy_rules(cfg, graph, routes))]
     if not cfg.existing_namespace:
         out += [Claim("ResourceQuota", ns, RESOURCE_QUOTA, key("namespace")), Claim("LimitRange", ns, LIMIT_RANGE, key("namespace"))]
     return out
@@ -123,7 +126,7 @@ def name_problems(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[str
         if len(c.name) > limit or not rule.match(c.name):
             problems.append(f"{c.source}: makes {where}, not a valid {c.kind} name (at most {limit} characters, "
                             f"lowercase letters, digits and '-'{', starting with a letter' if rule is DNS_1035_LABEL else ''}); shorten or rename it")
-        if c.kind in ("Deployment", "Service") and (len(c.name) > 63 or not LABEL_VALUE.match(c.name)):
+        if c.kind in ("Deployment", "Service", "NetworkPolicy", "Ingress", "Middleware") and (len(c.name) > 63 or not LABEL_VALUE.match(c.name)):
             problems.append(f"{c.source}: {c.name!r} is used as a label value, which allows at most 63 characters")
     for i, n in enumerate(cfg.nodes):
         if len(n.name) > 63:

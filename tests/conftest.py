@@ -19,8 +19,17 @@ def stack_raw(stack: str = "dev") -> dict[str, Any]:
     return {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in config.items()}
 
 
+STORED_SECRET = ("apiKey",)
+"""Keys the stack files store `secure:`: a variant keeps them secret unless a test says otherwise."""
+
+
+def _stored(raw: dict[str, Any]) -> list[str]:
+    return [k for k in STORED_SECRET if k in raw]
+
+
 def run_raw(raw: dict[str, Any]) -> Run:
-    return run_program({f"llm-infra:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()})
+    return run_program({f"llm-infra:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()},
+                       [f"llm-infra:{k}" for k in _stored(raw)])
 
 
 def variant(edit: Callable[[dict[str, Any]], Any], stack: str = "dev") -> dict[str, Any]:
@@ -31,7 +40,7 @@ def variant(edit: Callable[[dict[str, Any]], Any], stack: str = "dev") -> dict[s
 
 def problems_of(raw: dict[str, Any]) -> list[str]:
     with pytest.raises(ConfigError) as exc:
-        stack_from(raw)
+        stack_from(raw, frozenset(f"llm-infra:{k}" for k in _stored(raw)))
     return exc.value.problems
 
 
@@ -54,15 +63,20 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
 def run_secret_raw(raw: dict[str, Any], secret_keys: list[str]) -> Run:
     """Like run_raw, with some keys marked secret (as `secure:` values are)."""
     return run_program({f"llm-infra:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()},
-                       [f"llm-infra:{k}" for k in secret_keys])
+                       [f"llm-infra:{k}" for k in {*secret_keys, *_stored(raw)}])
 
 
-def stack_problems(raw: dict[str, Any], secrets: tuple[str, ...] = ("hfToken",)) -> list[str]:
+def stack_problems(raw: dict[str, Any], secrets: tuple[str, ...] = ("hfToken", *STORED_SECRET)) -> list[str]:
     """Config problems of a variant, with the given keys counted as secret."""
     with pytest.raises(ConfigError) as exc:
         stack_from(raw, frozenset(f"llm-infra:{k}" for k in secrets))
     return exc.value.problems
 
 
-def plan_of(raw: dict[str, Any], secrets: tuple[str, ...] = ("hfToken",)):
+def stack_of(raw: dict[str, Any]):
+    """The validated Stack of a variant, its token and key counted secret (as the stack files store them)."""
+    return stack_from(raw, frozenset(f"llm-infra:{k}" for k in ("hfToken", *STORED_SECRET)))
+
+
+def plan_of(raw: dict[str, Any], secrets: tuple[str, ...] = ("hfToken", *STORED_SECRET)):
     return stack_from(raw, frozenset(f"llm-infra:{k}" for k in secrets)).plan

@@ -32,6 +32,8 @@ class StandIn:
     """What an Ollama stand-in reports in /api/ps."""
     kv_usage: float = 0.0
     """What a vLLM stand-in reports as vllm:kv_cache_usage_perc."""
+    api_key: str | None = None
+    """Like vLLM with VLLM_API_KEY: `/v1/...` needs `Authorization: Bearer <key>` (401 otherwise); /health, /metrics stay open."""
 
     @property
     def port(self) -> int:
@@ -76,13 +78,17 @@ class StandIn:
 
             def _broken(self) -> bool:
                 time.sleep(stand_in.delay)
+                if stand_in.api_key and self.path.startswith("/v1") and \
+                        self.headers.get("Authorization") != f"Bearer {stand_in.api_key}":
+                    self._send(401, {"error": "Unauthorized"})  # vLLM 0.33 serve/middleware/authenticate.py
+                    return True
                 if stand_in.fail_with:
                     self._send(stand_in.fail_with, {"error": {"message": "stand-in failure"}})
                     return True
                 return False
 
             def do_GET(self) -> None:
-                stand_in.requests.append({"method": "GET", "path": self.path})
+                stand_in.requests.append({"method": "GET", "path": self.path, "auth": self.headers.get("Authorization")})
                 if self._broken():
                     return
                 if self.path in ("/health", "/v1/health"):
@@ -105,7 +111,7 @@ class StandIn:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
-                stand_in.requests.append({"method": "POST", "path": self.path, "body": body})
+                stand_in.requests.append({"method": "POST", "path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 if self._broken():
                     return
                 if self.path == "/api/generate":  # Ollama: NDJSON stream

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import problems_of, program_problems, stack_raw, variant
+from tests.conftest import stack_of, problems_of, program_problems, stack_raw, variant
 from tools.offline import ROOT
 
 A = "llm-infra:ollama.adapters"
@@ -106,7 +106,7 @@ def test_dev_stack_is_valid():
     assert stack_raw("dev")["ollama"]["base"]["gpu"] == 0
     from stacks.loader import stack_from
 
-    assert [w.role for w in stack_from(stack_raw("dev")).plan.workloads] == ["base", "chatbot", "code", "summarization"]
+    assert [w.role for w in stack_of(stack_raw("dev")).plan.workloads] == ["base", "chatbot", "code", "summarization"]
 
 
 def render_text(tmp_path, text: str) -> tuple[int, str, bool]:

@@ -47,7 +47,7 @@ def sandbox(tmp_path: Path):
 
     def run(**env: str) -> subprocess.CompletedProcess:
         full = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_STATE": str(state), "TMPDIR": str(tmp_path),
-                "BASE_MODEL": "llama3:8b", "MODEL_NAME": "chatbot", **env}
+                "BASE_MODEL": "llama3:8b", "MODEL_NAME": "chatbot", "OLLAMA_MODELS": str(models / "ollama"), **env}
         return subprocess.run(["/bin/sh", str(script)], env=full, capture_output=True, text=True, timeout=30)
 
     return run, state, models
@@ -107,3 +107,19 @@ def test_failed_pull_fails_the_init_container(sandbox):
     proc = run(MODEL_NAME="llama3:8b", FAKE_PULL_FAILS="1")
     assert proc.returncode == 1
     assert "pull of llama3:8b failed" in proc.stderr
+
+
+def test_a_cache_the_pods_user_cannot_write_stops_the_pod_with_the_fix(sandbox):
+    run, state, models = sandbox
+    (models / "file").write_text("")  # a directory below a regular file can be neither made nor written, even by root
+    result = run(OLLAMA_MODELS=str(models / "file" / "ollama"))
+    assert result.returncode == 1
+    assert "is not writable by uid" in result.stderr and "sudo chown -R" in result.stderr
+    assert not (state / "calls").exists()  # nothing was started or pulled
+
+
+def test_the_write_check_leaves_nothing_behind(sandbox):
+    run, state, models = sandbox
+    (state / "models" / "llama3:8b").touch()
+    assert run(MODEL_NAME="llama3:8b").returncode == 0
+    assert list((models / "ollama").iterdir()) == []

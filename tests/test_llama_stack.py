@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import plan_of, run_secret_raw, stack_problems, stack_raw, variant
+from tests.conftest import stack_of, plan_of, run_secret_raw, stack_problems, stack_raw, variant
 from tests.llama_stack_check import check
 from tools import render
 from tools.offline import Run
@@ -52,7 +52,9 @@ def stack_config_of(run: Run) -> dict:
 
 def pod_env(run: Run) -> dict[str, str]:
     container = run.find("Deployment", "llamastack-server")["spec"]["template"]["spec"]["containers"][0]
-    return {e["name"]: e["value"] for e in container["env"]}
+    # A variable from a Secret is set in the pod (the kubelet resolves it); its value is the Secret's, not in the render.
+    return {e["name"]: e["value"] if "value" in e else "secret:{name}/{key}".format(**e["valueFrom"]["secretKeyRef"])
+            for e in container["env"]}
 
 
 def test_generated_config_passes_llama_stack_0_7_3(prod):
@@ -154,7 +156,10 @@ def test_deployment_one_writer_state_on_the_cache_and_health_probes(prod):
         assert c[probe]["httpGet"] == {"path": "/v1/health", "port": "http"}
     assert {k: v for k, v in pod_env(prod).items() if k != "HF_HOME"} == {
         "FILES_STORAGE_DIR": "/models/llama-stack/files", "LLAMA_STACK_CONFIG_DIR": "/models/llama-stack",
-        "MILVUS_DB_PATH": "/models/llama-stack", "SQLITE_STORE_DIR": "/models/llama-stack"}
+        "MILVUS_DB_PATH": "/models/llama-stack", "SQLITE_STORE_DIR": "/models/llama-stack", "HOME": "/home/llama-stack",
+        # the vLLM providers' Bearer token, from the stack's API key Secret (never a literal in the pod spec)
+        "VLLM_API_TOKEN": "secret:llm-infra-api-key/api-key"}
+    assert stack_config_of(prod)["providers"]["inference"][0]["config"]["api_token"] == "${env.VLLM_API_TOKEN}"
     assert pod_env(prod)["HF_HOME"] == "/models/huggingface"
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "model-cache-a100-node"
@@ -251,7 +256,7 @@ def test_plan_counts_llama_stack_on_its_node_and_no_gpu_is_over_committed():
 
 def test_graph_records_who_calls_whom():
     from stacks.loader import stack_from
-    graph = stack_from(stack_raw("prod"), frozenset({"llm-infra:hfToken"})).graph
+    graph = stack_of(stack_raw("prod")).graph
     assert graph.callers_of("vllm-llama-guard") == ["llamastack-server"]
     assert graph.callers_of("vllm-watt-8b") == ["agent:documentation-pipeline"]
     assert graph.callers_of("vllm-llama-70b") == ["agent:content-creator", "agent:research-validation", "llamastack-server"]

@@ -30,6 +30,8 @@ from tests.standin import StandIn
 from tests.test_llama_stack import pod_env, prod_run, stack_config_of
 
 BOOT_SECONDS = 90
+API_KEY = "k" * 40
+"""The stack's API key in the test: every stand-in, like vLLM with VLLM_API_KEY, refuses /v1 without it."""
 TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 
 
@@ -78,13 +80,16 @@ def booted(tmp_path_factory):
     stand_ins: dict[str, StandIn] = {}
     for p in config["providers"]["inference"]:
         if p["provider_type"] == "remote::vllm":
-            stand_ins[p["provider_id"]] = StandIn(served[p["provider_id"]], guard=p["provider_id"] == guard).start()
+            stand_ins[p["provider_id"]] = StandIn(served[p["provider_id"]], guard=p["provider_id"] == guard, api_key=API_KEY).start()
             p["config"]["base_url"] = stand_ins[p["provider_id"]].base_url
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(config))
 
     state = work / "state"
-    pod = {k: str(state / Path(v).relative_to("/models")) for k, v in env.items()}
+    # The pod's state paths under a temporary directory; its key from the Secret is the test's key.
+    pod = {k: str(state / Path(v).relative_to("/models")) for k, v in env.items() if v.startswith("/models")}
+    assert env["VLLM_API_TOKEN"] == "secret:llm-infra-api-key/api-key"
+    pod["VLLM_API_TOKEN"] = API_KEY
     port = free_port()
     proc_env = {
         "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
@@ -152,8 +157,11 @@ def test_chat_is_routed_to_the_models_own_server(booted):
     assert body["choices"][0]["message"]["content"] == "answer from llama-3.1-70b"
     after = {k: len(s.chat_models()) for k, s in stand_ins.items()}
     assert {k for k in after if after[k] != before[k]} == {"vllm-llama-70b"}
-    sent = [r for r in stand_ins["vllm-llama-70b"].requests if r["path"] == "/v1/chat/completions"][-1]["body"]
+    request = [r for r in stand_ins["vllm-llama-70b"].requests if r["path"] == "/v1/chat/completions"][-1]
+    sent = request["body"]
     assert sent["model"] == "llama-3.1-70b" and sent["max_tokens"] == 4096  # injected: the provider's max_tokens
+    # The key reached vLLM as its Bearer token: config `api_token: ${env.VLLM_API_TOKEN}`, env from the Secret.
+    assert request["auth"] == f"Bearer {API_KEY}"
 
 
 def test_the_bare_served_name_is_not_a_llama_stack_model_id(booted):

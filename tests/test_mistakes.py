@@ -23,7 +23,7 @@ def to_file(raw: dict[str, Any]) -> str:
     """A stack file for the raw config; the token stays a `secure:` value as the CLI stores it."""
     config = {}
     for k, v in raw.items():
-        config[f"llm-infra:{k}"] = {"secure": "v1:x"} if k == "hfToken" and isinstance(v, str) and v.startswith("<secret:") else v
+        config[f"llm-infra:{k}"] = {"secure": "v1:x"} if k in ("hfToken", "apiKey") and isinstance(v, str) and v.startswith("<secret:") else v
     return yaml.safe_dump({"config": config}, sort_keys=False)
 
 

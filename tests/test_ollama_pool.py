@@ -89,11 +89,14 @@ def test_rollout_cannot_deadlock_and_is_sized_for_the_pull(dev_run):
 
 def test_resources_and_placement(dev_run):
     chat = server(dev_run, "ollama-adapter-chatbot")
-    assert chat["resources"] == {"requests": {"cpu": "4", "memory": "10240Mi"}, "limits": {"memory": "10240Mi"}}
+    assert chat["resources"] == {"requests": {"cpu": "4", "memory": "10240Mi"}, "limits": {"cpu": "4", "memory": "10240Mi"}}
     spec = pod_spec(dev_run, "ollama-adapter-chatbot")
     assert spec["nodeSelector"] == {"kubernetes.io/hostname": "workstation"}
     assert spec["automountServiceAccountToken"] is False and spec["enableServiceLinks"] is False
-    assert chat["securityContext"]["readOnlyRootFilesystem"] is True
+    # The GPU container's root stays writable for the NVIDIA runtime's hooks unless podSecurity.gpuReadOnlyRoot says otherwise.
+    assert chat["securityContext"]["readOnlyRootFilesystem"] is False
+    ro = run_raw(variant(lambda r: r.update(podSecurity={"gpuReadOnlyRoot": True})))
+    assert server(ro, "ollama-adapter-chatbot")["securityContext"]["readOnlyRootFilesystem"] is True
     assert dev_run.find("Deployment", "ollama-adapter-chatbot")["spec"]["replicas"] == 1
 
 

@@ -24,6 +24,11 @@ def test_dev_quota_holds_the_plan_and_one_rolling_pod_more(dev_run):
     assert "requests.nvidia.com/gpu" not in hard  # visible-devices: no GPU requests to count
 
 
+def cores(quantity: str) -> float:
+    """A CPU quantity: `2`, `1.5` or `100m`."""
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
 def test_every_pod_fits_the_quota_even_while_one_rolls():
     for raw, secrets in ((stack_raw("dev"), []), (stack_raw("prod"), ["hfToken"]), (stack_raw("lab"), ["hfToken"])):
         run = run_secret_raw(raw, secrets)
@@ -33,10 +38,10 @@ def test_every_pod_fits_the_quota_even_while_one_rolls():
         for d in pod_templates(run):
             spec = d["spec"]["template"]["spec"]
             main = spec["containers"]
-            c = sum(float(x["resources"]["requests"]["cpu"]) for x in main)
+            c = sum(cores(x["resources"]["requests"]["cpu"]) for x in main)
             m = sum(int(x["resources"]["requests"]["memory"].removesuffix("Mi")) for x in main)
             for init in spec.get("initContainers", []):  # a pod's request is the larger of its init and main containers
-                c = max(c, float(init["resources"]["requests"]["cpu"]))
+                c = max(c, cores(init["resources"]["requests"]["cpu"]))
                 m = max(m, int(init["resources"]["requests"]["memory"].removesuffix("Mi")))
             replicas = d["spec"]["replicas"]
             cpu, mem = cpu + c * replicas, mem + m * replicas

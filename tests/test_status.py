@@ -94,10 +94,10 @@ def test_pods_next_to_the_plan_and_what_the_engines_report(kube_api):
 
 def test_vllm_kv_usage_comes_from_its_metrics():
     from stacks.catalog import GIB as gib_
-    from tests.conftest import stack_raw
+    from tests.conftest import stack_of, stack_raw
     from stacks.loader import stack_from
 
-    stack = stack_from(stack_raw("lab"), frozenset({"llm-infra:hfToken"}))
+    stack = stack_of(stack_raw("lab"))
     p = status.planned(stack)["vllm-mixtral"]
     assert (p.kind, p.model, p.service) == ("vllm", "mixtral", "vllm-mixtral")
     assert p.vram_gib == pytest.approx(next(w for w in stack.plan.vllm if w.key == "mixtral").shares[0].total_bytes / gib_)

@@ -9,11 +9,11 @@ import kubernetes_validate as kv
 import pytest
 from kubernetes_validate.utils import SchemaNotFoundError
 
-from tests.conftest import run_raw, run_secret_raw, stack_raw, variant
+from tests.crd_schema import crd_errors, is_crd
+from tests.conftest import stack_of, run_raw, run_secret_raw, stack_raw, variant
 from tools.offline import ROOT, run_stack
 
 K8S_VERSION = "1.34.0"
-CRD_KINDS: set[str] = set()  # none rendered yet; a CRD kind added later is listed here with its group
 
 STACKS = sorted(p.name.split(".")[1] for p in Path(ROOT).glob("Pulumi.*.yaml"))
 
@@ -43,11 +43,13 @@ def validate_all(objects):
     assert objects
     for o in objects:
         name = f"{o['kind']}/{o['metadata']['name']}"
+        if is_crd(o):  # against its published CRD's schema (tests/schemas), never skipped
+            assert crd_errors(o) == [], name
+            continue
         try:
             assert kv.validate(o, K8S_VERSION, strict=True) == "1.34", name
         except SchemaNotFoundError:
-            if o["kind"] not in CRD_KINDS:
-                pytest.fail(f"{name}: no schema for {o['apiVersion']} in Kubernetes {K8S_VERSION}")
+            pytest.fail(f"{name}: no schema for {o['apiVersion']} in Kubernetes {K8S_VERSION} and no CRD in tests/schemas")
         except kv.ValidationError as exc:
             pytest.fail(f"{name}: {'.'.join(map(str, exc.path))}: {exc.message}")
 
@@ -61,6 +63,16 @@ def test_stack_objects_pass_strict_schema(stack):
 def test_mode_variants_pass_strict_schema(name):
     raw = variant(VARIANTS[name])
     validate_all(run_secret_raw(raw, ["hfToken"] if "hfToken" in raw else []).objects())
+
+
+def test_crd_check_catches_a_typo_and_a_wrong_type():
+    """The CRD check can fail: a misspelt Middleware field, and a string where the schema wants an integer."""
+    mw = run_raw(stack_raw("dev")).find("Middleware", "edge-ollama-chatbot-rate")
+    assert crd_errors(mw) == []
+    typo = {**mw, "spec": {"rateLimit": {**mw["spec"]["rateLimit"], "averge": 5}}}
+    assert any("averge" in e for e in crd_errors(typo))
+    wrong = {**mw, "spec": {"rateLimit": {**mw["spec"]["rateLimit"], "average": "ten"}}}
+    assert any(e.startswith("spec.rateLimit.average") for e in crd_errors(wrong))
 
 
 def test_validator_catches_a_typo():
@@ -79,7 +91,7 @@ def planned_names(raw, secrets=frozenset()) -> set[tuple[str, str | None, str]]:
     from stacks.loader import stack_from
     from stacks.names import planned_objects
 
-    s = stack_from(raw, secrets)
+    s = stack_from(raw, frozenset(secrets) | {"llm-infra:apiKey"})
     return {(c.kind, c.namespace, c.name) for c in planned_objects(s.config, s.plan, s.graph)}
 
 
@@ -110,4 +122,4 @@ def test_a_namespace_may_start_with_a_digit():
     """Namespaces are DNS-1123 labels (Services are DNS-1035: a letter first); the registry applies each rule."""
     from stacks.loader import stack_from
 
-    assert stack_from(variant(lambda r: r.update(namespace="0-llm"))).config.namespace == "0-llm"
+    assert stack_of(variant(lambda r: r.update(namespace="0-llm"))).config.namespace == "0-llm"

@@ -81,7 +81,7 @@ def test_hf_token_only_as_a_secret(prod):
 
 def test_plain_text_token_is_refused():
     raw = stack_raw("prod")
-    problems = stack_problems(raw, secrets=())
+    problems = stack_problems(raw, secrets=("apiKey",))
     assert problems == ["llm-infra:hfToken: the token is in plain text in the stack file; store it with "
                         "`pulumi config set --secret hfToken hf_...`"]
 
@@ -100,7 +100,7 @@ def test_shm_sized_from_tensor_parallelism(prod):
     # 64 GiB for the process + 16 GiB of memory-backed /dev/shm
     assert spec["containers"][0]["resources"]["limits"]["memory"] == "81920Mi"
     guard = prod.find("Deployment", "vllm-llama-guard")["spec"]["template"]["spec"]
-    assert [v["name"] for v in guard["volumes"]] == ["models", "hf-token"]  # no /dev/shm volume at TP 1
+    assert [v["name"] for v in guard["volumes"]] == ["models", "home", "tmp", "hf-token"]  # no /dev/shm volume at TP 1
 
 
 def test_startup_budget_covers_download_and_load(prod):

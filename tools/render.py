@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from stacks.loader import InvalidStack
+from stacks.edge import AUTH_SECRET
 from stacks.graph import format_routes
 from stacks.plan import format_table
 from tools.offline import ROOT, StackFileError, run_stack
@@ -64,9 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     if secrets:
         print("\nSecrets are not in manifests.yaml; before `kubectl apply -f`, create them (pulumi up does this itself):")
         for s in secrets:
-            keys = " ".join(f'--from-literal={k}="${k}"' for k in sorted(s.get("stringData") or s.get("data") or {}))
+            keys = " ".join(f'--from-literal={k}="${shell_var(k)}"' for k in sorted(s.get("stringData") or s.get("data") or {}))
             print(f"  kubectl -n {s['metadata']['namespace']} create secret generic {s['metadata']['name']} {keys}")
+            if s["metadata"]["name"] == AUTH_SECRET:
+                print("    (AUTH: the htpasswd line of the API key, e.g. AUTH=\"$(htpasswd -nbB <ingress.auth.user> \"$API_KEY\")\")")
     return 0
+
+
+def shell_var(key: str) -> str:
+    """A shell variable for a Secret key (`api-key` -> `API_KEY`, `HF_TOKEN` stays)."""
+    return "".join(c if c.isalnum() else "_" for c in key).upper()
 
 
 def stack_name(config: Path) -> str:

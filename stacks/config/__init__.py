@@ -14,12 +14,13 @@ from pydantic import BaseModel, Field, ValidationError
 from stacks.config.base import DNS_LABEL, DNS_SUBDOMAIN, PROJECT, _Model, camel, key
 from stacks.config.cluster import Gpu, GpuSharing, ModelCache, Node, Plan, Reserve, _cache_problems, _node_problems
 from stacks.config.ollama import Adapter, AdapterPoolVllm, Ollama, OllamaServer, _ollama_problems, node_of, servers
+from stacks.config.edge import Auth, Ingress, NetworkPolicy, PodSecurity, Route, Tls, edge_problems
 from stacks.config.llama_stack import Agent, LlamaStack, LlamaStackSafety, llama_stack_problems
 from stacks.config.vllm import TYPED_FLAGS, Vllm, VllmModel, _vllm_problems, flag_name
 from stacks.errors import ConfigError
 
 __all__ = [
-    "DNS_LABEL", "DNS_SUBDOMAIN", "PROJECT", "TYPED_FLAGS", "Adapter", "Agent", "LlamaStack", "LlamaStackSafety", "AdapterPoolVllm", "Gpu", "GpuSharing",
+    "DNS_LABEL", "DNS_SUBDOMAIN", "Auth", "Ingress", "NetworkPolicy", "PodSecurity", "Route", "Tls", "PROJECT", "TYPED_FLAGS", "Adapter", "Agent", "LlamaStack", "LlamaStackSafety", "AdapterPoolVllm", "Gpu", "GpuSharing",
     "ModelCache", "Node", "Ollama", "OllamaServer", "Plan", "Reserve", "StackConfig", "Vllm", "VllmModel",
     "camel", "cross_field_problems", "flag_name", "key", "node_of", "parse_config", "servers",
 ]
@@ -48,6 +49,15 @@ class StackConfig(_Model):
     """Hugging Face token for gated models: set it with `pulumi config set --secret hfToken hf_...` (a Kubernetes Secret, never plain text)."""
     plan: Plan = Plan()
     """Capacity-plan settings."""
+    api_key: str | None = None
+    """The stack's API key: `pulumi config set --secret apiKey "$(openssl rand -hex 32)"`. vLLM checks it as a Bearer token
+    (`VLLM_API_KEY`, from a Secret), the ingress as the basic-auth password of the Ollama and Llama Stack routes."""
+    ingress: Ingress | None = None
+    """Routes from outside the cluster: host names, paths, rate limits, TLS and authentication."""
+    network_policy: NetworkPolicy = NetworkPolicy()
+    """NetworkPolicies from the service graph over a default deny."""
+    pod_security: PodSecurity = PodSecurity()
+    """The non-root user and group every pod runs as."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,4 +139,5 @@ def cross_field_problems(cfg: StackConfig, secret_keys: frozenset[str] = frozens
                         "Security labels on it. Use a namespace of the stack's own, or set existingNamespace: true to use it as it is")
     problems += llama_stack_problems(cfg)
     problems += _cache_problems(cfg)
+    problems += edge_problems(cfg, secret_keys)
     return problems

@@ -1,0 +1,135 @@
+"""The edge and pod security: ingress routes, authentication, TLS, network policies, and the pods' user.
+
+`ingress` publishes the service graph's endpoints under one set of host names (paths from the graph,
+overridable per Service under `ingress.routes`); `apiKey` (a Pulumi secret) is checked by vLLM itself
+(`VLLM_API_KEY`) and by the ingress for everything else; `networkPolicy` turns the graph's calls into
+NetworkPolicies over a default deny; `podSecurity` is the fixed non-root user every pod runs as.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from stacks.config.base import DNS_LABEL, DNS_SUBDOMAIN, _Model, key
+
+if TYPE_CHECKING:
+    from stacks.config import StackConfig
+
+PATH = r"^/[A-Za-z0-9._~/-]*$"
+URL = r"^https?://[^\s]+$"
+API_KEY_MIN_CHARS = 32
+CONTROLLER_NAMESPACE = {"nginx": "ingress-nginx", "traefik": "traefik"}
+"""Where each controller's own chart installs it (ingress-nginx's and Traefik's Helm charts); k3s runs Traefik in kube-system."""
+
+
+class Tls(_Model):
+    enabled: bool = True
+    """Serve HTTPS. Plain HTTP only with `enabled: false`, said explicitly."""
+    secret_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253)
+    """A `kubernetes.io/tls` Secret you manage, in the stack's namespace."""
+    cluster_issuer: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253)
+    """A cert-manager ClusterIssuer: the ingress asks cert-manager for the certificate (`cert-manager.io/cluster-issuer`)."""
+
+
+class Route(_Model):
+    path: str | None = Field(default=None, pattern=PATH)
+    """Path prefix on the ingress (default from the graph: `/<role>` for Ollama, `/models/<name>/v1` for vLLM, `/v1` for Llama Stack)."""
+    rate_limit: int | None = Field(default=None, ge=1)
+    """Requests per second per client address on this route (default `ingress.rateLimit`)."""
+    enabled: bool = True
+    """`false` keeps the Service in-cluster only."""
+
+
+class Auth(_Model):
+    mode: Literal["apiKey", "oidc", "none"] = "apiKey"
+    """`apiKey`: the stack's `apiKey` (Bearer on vLLM routes, checked by vLLM; basic-auth password elsewhere, checked by the
+    ingress). `oidc`: an oauth2-proxy you run checks every request (`oidcUrl`). `none`: no check (say it explicitly)."""
+    user: str = Field(default="llm-infra", pattern=r"^[A-Za-z0-9._-]+$")
+    """Basic-auth user name that goes with `apiKey` on the Ollama and Llama Stack routes."""
+    oidc_url: str | None = Field(default=None, pattern=URL)
+    """oauth2-proxy's base URL (e.g. `https://sso.example.edu/oauth2`): `/auth` checks, `/start` signs in."""
+
+
+class Ingress(_Model):
+    controller: Literal["nginx", "traefik"]
+    """Ingress controller: rewrite, rate limit and auth are annotations on nginx and `Middleware` objects on Traefik."""
+    class_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN)
+    """`ingressClassName` (default: the controller's name)."""
+    hosts: list[str] = Field(min_length=1)
+    """Host names every route answers on."""
+    rate_limit: int = Field(default=10, ge=1)
+    """Requests per second per client address, on every route without its own."""
+    routes: dict[str, Route] = {}
+    """Per Service name (`ollama-chatbot`, `vllm-llama-70b`, `llamastack-server`): path, rate limit, or `enabled: false`."""
+    tls: Tls = Tls()
+    auth: Auth = Auth()
+
+    @property
+    def ingress_class(self) -> str:
+        return self.class_name or self.controller
+
+
+class NetworkPolicy(_Model):
+    enabled: bool = True
+    """Default deny in the namespace, and an allow rule for each call of the service graph."""
+    ingress_namespace: str | None = Field(default=None, pattern=DNS_LABEL)
+    """Namespace of the ingress controller's pods (default: `ingress-nginx` for nginx, `traefik` for Traefik; k3s: `kube-system`)."""
+    monitoring_namespace: str = Field(default="monitoring", pattern=DNS_LABEL)
+    """Namespace of the Prometheus that scrapes vLLM's and Llama Stack's `/metrics`."""
+    dns_namespace: str = Field(default="kube-system", pattern=DNS_LABEL)
+    """Namespace of the cluster DNS (pods labelled `k8s-app: kube-dns`)."""
+    download_egress: bool = True
+    """Pods that download weights may reach the internet on 443 (Hugging Face, the Ollama registry). Turn it off once the
+    model cache is warm."""
+
+
+class PodSecurity(_Model):
+    run_as_user: int = Field(default=10001, ge=1, le=2147483647)
+    """UID of every container (non-root; 10000 or more keeps clear of host users). The model cache must be writable by it."""
+    fs_group: int = Field(default=10001, ge=1, le=2147483647)
+    """Group that owns the pods' volumes (`fsGroup`; hostPath caches need it set on the host, see README)."""
+    gpu_read_only_root: bool = False
+    """Read-only root filesystem for the GPU containers too. Off by default: the NVIDIA runtime's hooks write the
+    container's `/etc/ld.so.cache` at create and fail on a read-only root (kserve/kserve#5711). Turn it on where your
+    nodes' runtime allows it; every other container is read-only already."""
+
+
+def edge_problems(cfg: StackConfig, secret_keys: frozenset[str]) -> list[str]:
+    """Cross-field checks: a key where the edge needs one, TLS from somewhere, no two routes on one path."""
+    problems: list[str] = []
+    if cfg.api_key is not None:
+        if key("apiKey") not in secret_keys:
+            problems.append(f"{key('apiKey')}: the key is in plain text in the stack file; store it with "
+                            "`pulumi config set --secret apiKey \"$(openssl rand -hex 32)\"`")
+        elif len(cfg.api_key) < API_KEY_MIN_CHARS and not cfg.api_key.startswith("<secret:"):
+            problems.append(f"{key('apiKey')}: {len(cfg.api_key)} characters; use at least {API_KEY_MIN_CHARS} random ones "
+                            "(`openssl rand -hex 32`)")
+    ing = cfg.ingress
+    if ing is None:
+        return problems
+    if ing.auth.mode == "apiKey" and cfg.api_key is None:
+        problems.append(f"{key('ingress', 'auth', 'mode')}: apiKey needs the stack's key: `pulumi config set --secret apiKey "
+                        "\"$(openssl rand -hex 32)\"` (or set ingress.auth.mode to oidc, or to none explicitly)")
+    if ing.auth.mode == "oidc" and ing.auth.oidc_url is None:
+        problems.append(f"{key('ingress', 'auth', 'oidcUrl')}: mode oidc needs oauth2-proxy's base URL, e.g. https://sso.example.edu/oauth2")
+    tls = ing.tls
+    if tls.enabled and not (tls.secret_name or tls.cluster_issuer):
+        problems.append(f"{key('ingress', 'tls')}: TLS is on but has no certificate; set secretName (a kubernetes.io/tls Secret) "
+                        "or clusterIssuer (cert-manager), or enabled: false for plain HTTP")
+    if tls.secret_name and tls.cluster_issuer:
+        problems.append(f"{key('ingress', 'tls')}: set secretName or clusterIssuer, not both (cert-manager would overwrite your Secret)")
+    if not tls.enabled and (tls.secret_name or tls.cluster_issuer):
+        problems.append(f"{key('ingress', 'tls', 'enabled')}: false, but a certificate is configured; remove it or enable TLS")
+    if len(set(ing.hosts)) != len(ing.hosts):
+        problems.append(f"{key('ingress', 'hosts')}: a host is listed twice")
+    for host in ing.hosts:
+        if not _is_host(host):
+            problems.append(f"{key('ingress', 'hosts')}: {host!r} is not a DNS name (lower case, dots, no scheme or port)")
+    return problems
+
+
+def _is_host(host: str) -> bool:
+    return bool(re.match(DNS_SUBDOMAIN, host)) and len(host) <= 253 and "." in host
