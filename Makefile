@@ -2,6 +2,7 @@
 # Python 3.12 is required (llama-stack, used by later stacks, needs it); pyenv's 3.12 is found too.
 SHELL := /bin/bash
 VENV  ?= .venv
+CHECKOV_VENV ?= .venv-checkov
 PY    := $(VENV)/bin/python
 STACK ?=
 OUT   ?=
@@ -27,9 +28,16 @@ $(VENV)/.installed: requirements.txt
 	@touch $@
 
 # The validators the tests run (llama-stack 0.7.3 and what its server imports); not needed to render or deploy.
-$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt $(CHECKOV_VENV)/.installed
 	@echo "installing the test validators (requirements-test.txt) into $(VENV)"
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt
+	@touch $@
+
+# checkov gets a venv of its own: it pins packaging<24, which pulumi (>=26) refuses in one environment.
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	@echo "installing checkov (requirements-checkov.txt) into $(CHECKOV_VENV)"
+	@PYENV_VERSION=3.12.1 $(PYTHON312) -m venv $(CHECKOV_VENV)
+	@$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	@touch $@
 
 render: venv
@@ -55,7 +63,7 @@ docs: venv
 	@$(PY) -m tools.gen_docs --write
 
 clean:
-	rm -rf build $(VENV)
+	rm -rf build $(VENV) $(CHECKOV_VENV)
 
 bench: venv
 	@$(PY) -m tools.bench

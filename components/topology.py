@@ -120,7 +120,7 @@ class Topology(pulumi.ComponentResource):
             )
         self.agents = {}
         if graph.agents:
-            self.agents = AgentRoutes("agents", AgentRoutesArgs(cfg.namespace, graph.agents), opts=in_ns).routes
+            self.agents = AgentRoutes("agents", AgentRoutesArgs(cfg.namespace, graph.agents, self.api_key_secret), opts=in_ns).routes
         self.urls: dict[str, str] = {}
         if cfg.ingress is not None and stack.routes:
             self.urls = Edge("edge", EdgeArgs(cfg.namespace, cfg.ingress, list(stack.routes), cfg.api_key), opts=in_ns).urls

@@ -18,6 +18,7 @@ from stacks.catalog import LLAMA_STACK, OLLAMA, VLLM
 from stacks.config import StackConfig, key
 from stacks.config.edge import CONTROLLER_NAMESPACE
 from stacks.graph import Endpoint, ServiceGraph
+from stacks.plan import text_table
 
 SERVICE_LABEL = "llm-infra/service"
 """Pod label naming the Service whose pods these are: what the policies select servers by."""
@@ -252,3 +253,18 @@ def edge_objects(cfg: StackConfig, routes: list[IngressRoute], rules: list[Allow
         if ing.controller == "traefik":
             out += [("Middleware", m, ("ingress", "routes", r.service)) for m in r.middlewares()]
     return out
+
+
+def format_edge(cfg: StackConfig, routes: list[IngressRoute]) -> str:
+    """The published routes as a table (printed by `make render`)."""
+    ing = cfg.ingress
+    if ing is None or not routes:
+        return ""
+    scheme = "https" if ing.tls.enabled else "http"
+    checked = {"basic": "ingress (basic auth, apiKey)", "backend": "vLLM (Bearer apiKey)", "oidc": "oauth2-proxy", "none": "nobody"}
+    rows = [("public URL", "Service", "reaches", "checked by", "req/s")]
+    for r in routes:
+        rows.append((f"{scheme}://{ing.hosts[0]}{r.path}", f"{r.service}:{r.port}", f"{r.backend_prefix}/...", checked[r.auth],
+                     str(r.rate_limit)))
+    tls = ing.tls.secret_name or (f"cert-manager ClusterIssuer {ing.tls.cluster_issuer}" if ing.tls.cluster_issuer else "off (plain HTTP)")
+    return "\n".join([f"Ingress routes ({ing.controller}, class {ing.ingress_class}; TLS: {tls})", text_table(rows, left=4)])

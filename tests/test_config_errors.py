@@ -104,7 +104,6 @@ def test_render_of_invalid_config_exits_nonzero_and_writes_nothing(tmp_path):
 
 def test_dev_stack_is_valid():
     assert stack_raw("dev")["ollama"]["base"]["gpu"] == 0
-    from stacks.loader import stack_from
 
     assert [w.role for w in stack_of(stack_raw("dev")).plan.workloads] == ["base", "chatbot", "code", "summarization"]
 

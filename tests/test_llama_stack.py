@@ -215,7 +215,9 @@ def test_six_agent_config_maps_with_the_env_their_code_reads(prod):
     assert names == ["agent-content-creator", "agent-documentation-pipeline", "agent-research-validation",
                      "agent-source-manager", "agent-template-converter", "agent-workshop-chat"]
     for agent, env in AGENT_ENV.items():
-        assert prod.find("ConfigMap", f"agent-{agent}")["data"] == env
+        # plus where the agent's pod finds the key, and the label the network policies let through
+        assert prod.find("ConfigMap", f"agent-{agent}")["data"] == {
+            **env, "API_KEY_SECRET": "llm-infra-api-key", "API_KEY_SECRET_KEY": "api-key", "POD_LABEL": f"llm-infra/agent={agent}"}
 
 
 def test_agent_model_ids_are_ones_their_endpoint_serves(prod):
@@ -255,7 +257,6 @@ def test_plan_counts_llama_stack_on_its_node_and_no_gpu_is_over_committed():
 
 
 def test_graph_records_who_calls_whom():
-    from stacks.loader import stack_from
     graph = stack_of(stack_raw("prod")).graph
     assert graph.callers_of("vllm-llama-guard") == ["llamastack-server"]
     assert graph.callers_of("vllm-watt-8b") == ["agent:documentation-pipeline"]

@@ -149,6 +149,17 @@ MISTAKES: dict[str, tuple[str, str]] = {
     "70B share too small for 128k": (edited(P, lambda r: models(r)["llama-70b"].update(gpuMemoryUtilization=0.58)), f"{V}.llama-70b.maxModelLen: vllm-llama-70b's KV cache"),
     "over-committed shared GPU": (edited(P, lambda r: models(r)["granite-8b"].update(gpus=[0], gpuMemoryUtilization=0.39)), f"{V}.granite-8b: no room for vllm-granite-8b"),
     "nothing served": (edited(D, lambda r: r.pop("ollama")), "llm-infra:ollama: the stack serves nothing"),
+    # The edge (issue 9)
+    "two routes on one path": (edited(D, lambda r: r["ingress"].update(routes={"ollama-code": {"path": "/chatbot"}})),
+                               "llm-infra:ingress.routes.ollama-code.path: /chatbot is also the path of ollama-chatbot"),
+    "rate limit of 0": (edited(P, lambda r: r["ingress"]["routes"]["vllm-llama-70b"].update(rateLimit=0)),
+                        "llm-infra:ingress.routes.vllm-llama-70b.rateLimit: Input should be greater than or equal to 1"),
+    "TLS on with no secret or issuer": (edited(L, lambda r: r["ingress"].update(tls={"enabled": True})),
+                                        "llm-infra:ingress.tls: TLS is on but has no certificate"),
+    "API key in plain text": (text(D, lambda t: t.replace("secure: set-me-with-pulumi-config-set-secret", "x" * 40, 1)),
+                              "llm-infra:apiKey: the key is in plain text in the stack file"),
+    "route to a Service the stack lacks": (edited(P, lambda r: r["ingress"]["routes"].update({"vllm-llama-7b": {"rateLimit": 3}})),
+                                           "llm-infra:ingress.routes.vllm-llama-7b: no such Service in the stack; did you mean 'vllm-llama-70b'?"),
 }
 
 

@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 
-from stacks.loader import stack_from
 from tests.conftest import stack_of, plan_of, problems_of, stack_raw, variant
 from tools.offline import ROOT
 

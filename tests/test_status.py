@@ -95,7 +95,6 @@ def test_pods_next_to_the_plan_and_what_the_engines_report(kube_api):
 def test_vllm_kv_usage_comes_from_its_metrics():
     from stacks.catalog import GIB as gib_
     from tests.conftest import stack_of, stack_raw
-    from stacks.loader import stack_from
 
     stack = stack_of(stack_raw("lab"))
     p = status.planned(stack)["vllm-mixtral"]

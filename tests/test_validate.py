@@ -120,6 +120,5 @@ def test_the_name_registry_covers_llama_stack_agents_and_per_pod_claims():
 
 def test_a_namespace_may_start_with_a_digit():
     """Namespaces are DNS-1123 labels (Services are DNS-1035: a letter first); the registry applies each rule."""
-    from stacks.loader import stack_from
 
     assert stack_of(variant(lambda r: r.update(namespace="0-llm"))).config.namespace == "0-llm"

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from stacks.loader import InvalidStack
-from stacks.edge import AUTH_SECRET
+from stacks.edge import AUTH_SECRET, format_edge
 from stacks.graph import format_routes
 from stacks.plan import format_table
 from tools.offline import ROOT, StackFileError, run_stack
@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
     (out / "plan.svg").write_text(plan_svg(plan, f"GPU plan of stack {a.stack}"))
     print(format_table(plan))
+    edge = format_edge(run.program["stack"].config, list(run.program["stack"].routes))
+    if edge:
+        print("\n" + edge)
     routes = format_routes(run.program["stack"].graph)
     if routes:
         print("\n" + routes)
