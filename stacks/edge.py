@@ -192,7 +192,7 @@ def policy_rules(cfg: StackConfig, graph: ServiceGraph, routes: list[IngressRout
         peers = [Peer("pods", client_labels(c)) for c in sorted(callers.get(name, ()))]
         if name in routed and controller_ns:
             peers.append(Peer("namespace", namespace=controller_ns))
-        if ep.kind in ("vllm", "llama-stack"):
+        if ep.kind == "vllm":  # vLLM's /metrics is on its API port; Ollama has none, Llama Stack 0.7.3 exports OpenTelemetry only
             peers.append(Peer("namespace", namespace=np.monitoring_namespace))
         if peers:
             rules.append(Allow(f"allow-to-{name}", ((SERVICE_LABEL, name),), "ingress", tuple(peers), port,

@@ -102,8 +102,8 @@ def test_the_scraper_reaches_metrics_ports_only_where_there_are_metrics(world):
     prometheus = Pod(stack.config.network_policy.monitoring_namespace, {"app": "prometheus"})
     for name, pod in server_pods(stack, pods).items():
         ep = stack.graph.endpoints[name]
-        # vLLM and Llama Stack serve /metrics on their API port; Ollama has no /metrics.
-        assert policies.allowed(prometheus, pod, pod_port(ep), stack_ns=ns) == (ep.kind != "ollama"), name
+        # vLLM serves /metrics on its API port; Ollama has no /metrics, Llama Stack 0.7.3 exports OpenTelemetry (OTLP) only.
+        assert policies.allowed(prometheus, pod, pod_port(ep), stack_ns=ns) == (ep.kind == "vllm"), name
 
 
 def test_dns_and_weight_downloads_but_no_node_or_metadata_access(world):
