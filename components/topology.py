@@ -149,7 +149,7 @@ class Topology(pulumi.ComponentResource):
         for model, replicas in sorted(by_model.items()):
             aliases = tuple((ep.name, ep.port) for ep in graph.endpoints.values() if ep.alias_of == replicas[0].service_name)
             server = VllmModelArgs(cfg.namespace, vllm.image, replicas, cfg.gpu_sharing, cache, vllm, secret_name,
-                                   cfg.pod_security, self.api_key_secret, aliases)
+                                   cfg.pod_security, self.api_key_secret, aliases, cfg.monitoring.prometheus_url)
             if shield is not None and shield.model.key == model:
                 models.append(SafetyModel(f"safety-{model}", SafetyModelArgs(server, shield), opts=serving))
             else:

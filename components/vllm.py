@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.autoscaling import scaled_object, scaled_object_spec, waiting_query
 from components.gpu import gpu_pod_fields
 from components.labels import labels, meta, selector
 from components.model_cache import MOUNT_PATH, ModelCache
@@ -101,6 +102,8 @@ class VllmModelArgs:
     api_key_secret: str | None = None
     """Name of the Secret holding the stack's API key: vLLM checks it as a Bearer token on /v1 (VLLM_API_KEY)."""
     aliases: tuple[tuple[str, int], ...] = ()
+    prometheus_url: str = ""
+    """What KEDA asks for the model's waiting requests (monitoring.prometheusUrl), for the reserved replicas' ScaledObjects."""
     """Further Services (name, port) selecting the same pods: the adapter pool's task URLs (ollama-<role>:11434)."""
 
 
@@ -116,6 +119,12 @@ class VllmModel(pulumi.ComponentResource):
         svc_labels = labels("vllm", first.service_name, "model")
         scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(VLLM.port), "prometheus.io/path": "/metrics"}
         self.deployments = [self._deployment(name, args, w, svc_labels, scrape) for w in args.replicas]
+        reserved = [(w, d) for w, d in zip(args.replicas, self.deployments) if w.reserved]
+        for step, (w, d) in enumerate(reserved, start=1):
+            spec = scaled_object_spec(w.deployment_name, waiting_query(args.namespace, w.served_name), args.prometheus_url,
+                                      w.spec.autoscale.waiting_per_replica, step,  # type: ignore[union-attr]
+                                      max(300, vllm_startup_seconds(w, args.timing)))
+            scaled_object(f"{name}-{w.replica}-scaler", w.deployment_name, args.namespace, spec, self, [d])
         self.service = k8s.core.v1.Service(
             f"{name}-service",
             metadata=meta(first.service_name, args.namespace, svc_labels, scrape),
@@ -212,7 +221,8 @@ class VllmModel(pulumi.ComponentResource):
             f"{name}-{w.replica}",
             metadata=meta(w.deployment_name, args.namespace, pod_labels, plan_note),
             spec=k8s.apps.v1.DeploymentSpecArgs(
-                replicas=1,
+                # A reserved replica has no pod until its ScaledObject starts one (KEDA owns the count then).
+                replicas=0 if w.reserved else 1,
                 revision_history_limit=3,
                 progress_deadline_seconds=max(600, budget),
                 strategy=no_surge(),
@@ -227,5 +237,6 @@ class VllmModel(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 custom_timeouts=pulumi.CustomTimeouts(create=f"{math.ceil(budget * 1.5)}s", update=f"{math.ceil(budget * 1.5)}s"),
+                ignore_changes=["spec.replicas"] if w.reserved else None,
             ),
         )

@@ -193,7 +193,7 @@ def policy_rules(cfg: StackConfig, graph: ServiceGraph, routes: list[IngressRout
         if name in routed and controller_ns:
             peers.append(Peer("namespace", namespace=controller_ns))
         if ep.kind == "vllm":  # vLLM's /metrics is on its API port; Ollama has none, Llama Stack 0.7.3 exports OpenTelemetry only
-            peers.append(Peer("namespace", namespace=np.monitoring_namespace))
+            peers.append(Peer("namespace", namespace=cfg.monitoring.namespace))
         if peers:
             rules.append(Allow(f"allow-to-{name}", ((SERVICE_LABEL, name),), "ingress", tuple(peers), port,
                                f"callers of {name}: graph routes, ingress, scraper"))

@@ -104,6 +104,8 @@ def planned_objects(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[C
         out.append(Claim("PodDisruptionBudget", ns, name, key(*first.config_path)))
     if stack is not None:
         out.append(Claim("PodDisruptionBudget", ns, stack.endpoint.name, key("llamaStack")))
+    # A KEDA ScaledObject per reserved vLLM replica (components/autoscaling.py).
+    out += [Claim("ScaledObject", ns, w.deployment_name, key(*w.config_path, "autoscale")) for w in plan.vllm if w.reserved]
     routes = ingress_routes(cfg, graph)
     out += [Claim(kind, ns, name, key(*path)) for kind, name, path in edge_objects(cfg, routes, policy_rules(cfg, graph, routes))]
     if not cfg.existing_namespace:

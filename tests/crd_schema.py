@@ -15,7 +15,12 @@ import jsonschema
 import yaml
 
 SCHEMAS = Path(__file__).parent / "schemas"
-CRD_FILES = {("traefik.io/v1alpha1", "Middleware"): "traefik.io_middlewares.yaml"}
+CRD_FILES = {
+    ("traefik.io/v1alpha1", "Middleware"): "traefik.io_middlewares.yaml",
+    ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh_scaledobjects.yaml",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
+}
 
 
 def _strict(node: Any) -> Any:

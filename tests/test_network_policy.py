@@ -99,7 +99,7 @@ def test_the_ingress_controller_reaches_exactly_the_routed_services(world):
 def test_the_scraper_reaches_metrics_ports_only_where_there_are_metrics(world):
     stack, policies, pods = world
     ns = stack.config.namespace
-    prometheus = Pod(stack.config.network_policy.monitoring_namespace, {"app": "prometheus"})
+    prometheus = Pod(stack.config.monitoring.namespace, {"app": "prometheus"})
     for name, pod in server_pods(stack, pods).items():
         ep = stack.graph.endpoints[name]
         # vLLM serves /metrics on its API port; Ollama has no /metrics, Llama Stack 0.7.3 exports OpenTelemetry (OTLP) only.

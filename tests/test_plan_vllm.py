@@ -168,7 +168,8 @@ def test_servers_sharing_a_gpu_must_fit_their_fractions():
 
 
 def test_plan_names_what_more_the_node_needs():
-    problems = stack_problems(variant(lambda r: r["vllm"]["models"]["llama-8b-multi"].update(replicas=3), "lab"))
+    problems = stack_problems(variant(lambda r: (r["vllm"]["models"]["llama-8b-multi"].update(replicas=3),
+                                                 r["vllm"]["models"]["llama-8b-multi"].pop("autoscale")), "lab"))
     assert problems[0].startswith("llm-infra:vllm.models.llama-8b-multi: no room for vllm-llama-8b-multi-2: each needs 0.45 of 1 GPU(s) of one node")
     assert problems[1] == ("llm-infra:nodes[0].gpus: to place everything, node l40-node needs 1 more GPU(s) of 44.40 GiB "
                            "(like its GPU 0), or lower gpuMemoryUtilization / replicas")
@@ -218,3 +219,23 @@ def test_an_inline_architecture_is_checked_like_a_catalog_one():
     assert "llm-infra:vllm.models.qwen-7b.tensorParallel: 3 does not divide 28 attention heads; use 1, 2, 4" in problems
     problems = stack_problems(variant(lambda r: (with_qwen(r), r["vllm"]["models"]["qwen-7b"].update(maxModelLen=65536)), "lab"))
     assert "llm-infra:vllm.models.qwen-7b.maxModelLen: 65536 is above Qwen/Qwen2.5-7B-Instruct's trained context of 32768; use at most 32768" in problems
+
+
+def test_autoscale_reserves_room_for_every_replica_up_to_the_maximum():
+    plan = plan_of(stack_raw("lab"))
+    multi = [w for w in plan.vllm if w.key == "llama-8b-multi"]
+    assert [(w.deployment_name, w.reserved) for w in multi] == [("vllm-llama-8b-multi-0", False), ("vllm-llama-8b-multi-1", True)]
+    # the reserved replica holds its GPU share in the plan like a running one
+    gpu3 = next(g for g in plan.gpus if g.gpu.index == 3)
+    assert [p.name for p in gpu3.pods] == ["vllm-llama-8b-multi-0", "vllm-llama-8b-multi-1 (reserved)"]
+    assert gpu3.allocated_bytes + plan.vllm_margin_bytes <= gpu3.gpu.capacity_bytes
+    assert next(x for x in plan.to_dict()["vllm"] if x["deployment"] == "vllm-llama-8b-multi-1")["reserved"] is True
+
+
+def test_a_max_replicas_with_no_room_is_refused_naming_the_key():
+    problems = stack_problems(variant(lambda r: r["vllm"]["models"]["llama-8b-multi"]["autoscale"].update(maxReplicas=4), "lab"))
+    assert problems[0].startswith(
+        "llm-infra:vllm.models.llama-8b-multi.autoscale.maxReplicas: the GPUs hold 2 replicas of vllm-llama-8b-multi, not 4: "
+        "no room to reserve vllm-llama-8b-multi-2, vllm-llama-8b-multi-3; use maxReplicas <= 2")
+    below = stack_problems(variant(lambda r: r["vllm"]["models"]["llama-8b-multi"]["autoscale"].update(maxReplicas=1), "lab"))
+    assert below[0].startswith("llm-infra:vllm.models.llama-8b-multi.autoscale.maxReplicas: Input should be greater than or equal to 2")

@@ -159,7 +159,19 @@ def test_replicas_are_separate_pinned_pods_behind_one_service(lab):
     svc = lab.find("Service", "vllm-llama-8b-multi")
     for dep in deps:
         assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
-        assert dep["spec"]["replicas"] == 1
+    # replicas 1 runs; the second (autoscale.maxReplicas 2) is reserved: 0 pods until its ScaledObject starts one
+    assert [d["spec"]["replicas"] for d in deps] == [1, 0]
+    scaler = lab.find("ScaledObject", "vllm-llama-8b-multi-1")["spec"]
+    assert scaler["scaleTargetRef"] == {"name": "vllm-llama-8b-multi-1"}
+    assert (scaler["minReplicaCount"], scaler["maxReplicaCount"]) == (0, 1)
+    trigger = scaler["triggers"][0]
+    assert trigger["type"] == "prometheus" and trigger["metadata"]["activationThreshold"] == "4"
+    assert trigger["metadata"]["query"] == 'sum(vllm:num_requests_waiting{namespace="llm-lab", model_name="llama-8b-multi"})'
+    assert trigger["metadata"]["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
+    # scale-down waits the model's start-up budget, so a replica that takes minutes to load does not thrash
+    budget = next(c for c in deps[1]["spec"]["template"]["spec"]["containers"])["startupProbe"]
+    assert scaler["cooldownPeriod"] >= budget["periodSeconds"] * budget["failureThreshold"] - budget["periodSeconds"]
+    assert not [o for o in lab.objects() if o["kind"] == "ScaledObject" and o["metadata"]["name"] != "vllm-llama-8b-multi-1"]
     assert deps[0]["spec"]["selector"] != deps[1]["spec"]["selector"]  # two Deployments never adopt each other's pods
     assert [o for o in lab.objects() if o["kind"] == "Service" and o["metadata"]["name"].startswith("vllm-llama-8b-multi")] == [svc]
 

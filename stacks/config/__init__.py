@@ -15,12 +15,13 @@ from stacks.config.base import DNS_LABEL, DNS_SUBDOMAIN, PROJECT, _Model, camel,
 from stacks.config.cluster import Gpu, GpuSharing, ModelCache, Node, Plan, Reserve, _cache_problems, _node_problems
 from stacks.config.ollama import Adapter, AdapterPoolVllm, Ollama, OllamaServer, _ollama_problems, node_of, servers
 from stacks.config.edge import Auth, Ingress, NetworkPolicy, PodSecurity, Route, Tls, edge_problems
+from stacks.config.monitoring import Monitoring
 from stacks.config.llama_stack import Agent, LlamaStack, LlamaStackSafety, llama_stack_problems
 from stacks.config.vllm import TYPED_FLAGS, Vllm, VllmModel, _vllm_problems, flag_name
 from stacks.errors import ConfigError
 
 __all__ = [
-    "DNS_LABEL", "DNS_SUBDOMAIN", "Auth", "Ingress", "NetworkPolicy", "PodSecurity", "Route", "Tls", "PROJECT", "TYPED_FLAGS", "Adapter", "Agent", "LlamaStack", "LlamaStackSafety", "AdapterPoolVllm", "Gpu", "GpuSharing",
+    "DNS_LABEL", "DNS_SUBDOMAIN", "Auth", "Ingress", "Monitoring", "NetworkPolicy", "PodSecurity", "Route", "Tls", "PROJECT", "TYPED_FLAGS", "Adapter", "Agent", "LlamaStack", "LlamaStackSafety", "AdapterPoolVllm", "Gpu", "GpuSharing",
     "ModelCache", "Node", "Ollama", "OllamaServer", "Plan", "Reserve", "StackConfig", "Vllm", "VllmModel",
     "camel", "cross_field_problems", "flag_name", "key", "node_of", "parse_config", "servers",
 ]
@@ -56,6 +57,8 @@ class StackConfig(_Model):
     """Routes from outside the cluster: host names, paths, rate limits, TLS and authentication."""
     network_policy: NetworkPolicy = NetworkPolicy()
     """NetworkPolicies from the service graph over a default deny."""
+    monitoring: Monitoring = Monitoring()
+    """Prometheus, its monitors and alerts, the Grafana dashboard, and what KEDA asks."""
     pod_security: PodSecurity = PodSecurity()
     """The non-root user and group every pod runs as."""
 

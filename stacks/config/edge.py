@@ -77,8 +77,6 @@ class NetworkPolicy(_Model):
     """Default deny in the namespace, and an allow rule for each call of the service graph."""
     ingress_namespace: str | None = Field(default=None, pattern=DNS_LABEL)
     """Namespace of the ingress controller's pods (default: `ingress-nginx` for nginx, `traefik` for Traefik; k3s: `kube-system`)."""
-    monitoring_namespace: str = Field(default="monitoring", pattern=DNS_LABEL)
-    """Namespace of the Prometheus that scrapes vLLM's `/metrics` (on its API port)."""
     dns_namespace: str = Field(default="kube-system", pattern=DNS_LABEL)
     """Namespace of the cluster DNS (pods labelled `k8s-app: kube-dns`)."""
     download_egress: bool = True

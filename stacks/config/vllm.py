@@ -15,6 +15,14 @@ if TYPE_CHECKING:
     from stacks.config import StackConfig
 
 
+class VllmAutoscale(_Model):
+    max_replicas: int = Field(ge=2, le=64)
+    """Replicas at most: the plan places and reserves GPUs for every one (printed as reserved); those above `replicas`
+    start at 0 pods and KEDA starts them, each on its reserved GPUs, when requests wait."""
+    waiting_per_replica: int = Field(default=4, ge=1)
+    """Requests waiting (`vllm:num_requests_waiting`, summed over the model's pods) that start one more reserved replica."""
+
+
 class VllmModel(_Model):
     model: str
     """Hugging Face repo id: from the model catalog, or described by `arch`; the first container arg."""
@@ -26,6 +34,8 @@ class VllmModel(_Model):
     """`--tensor-parallel-size`: GPUs per pod, all on one node; must divide the attention heads."""
     replicas: int = Field(default=1, ge=1)
     """Pods behind the model's one Service; each is placed on its own GPUs by the plan."""
+    autoscale: VllmAutoscale | None = None
+    """More replicas when requests wait: KEDA ScaledObjects on vLLM's own queue metric, bounded by what the plan reserved."""
     max_model_len: int = Field(ge=256)
     """`--max-model-len`: tokens per sequence; at most the model's trained context."""
     max_num_seqs: int | None = Field(default=None, ge=1)
@@ -124,6 +134,9 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
             problems.append(f"{at('arch')}: {m.model} is in the model catalog already; remove the arch block")
         if hf.gated:
             gated.append(name)
+        if m.autoscale is not None and m.autoscale.max_replicas <= m.replicas:
+            problems.append(f"{at('autoscale', 'maxReplicas')}: {m.autoscale.max_replicas} is not above replicas {m.replicas}; "
+                            "raise it, or remove autoscale")
         tp_problem = hf.arch.tp_problem(m.tensor_parallel)
         if tp_problem:
             problems.append(f"{at('tensorParallel')}: {tp_problem}")
@@ -167,8 +180,9 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
             if missing:
                 have = ", ".join(str(x.index) for x in node.gpus) or "none"
                 problems.append(f"{at('gpus')}: node {node.name} has no GPU {', '.join(map(str, missing))} (it has: {have})")
-            if m.replicas > 1:
-                problems.append(f"{at('gpus')}: pinned GPUs serve one pod; with replicas {m.replicas} leave gpus unset so the plan places each replica")
+            if m.replicas > 1 or m.autoscale is not None:
+                problems.append(f"{at('gpus')}: pinned GPUs serve one pod; with replicas {m.replicas} or autoscale leave gpus unset "
+                                "so the plan places each replica")
         if cfg.gpu_sharing.mode in ("dra", "visible-devices"):
             candidates = [n for n in cfg.nodes if m.node in (None, n.name)]
             for n in candidates:

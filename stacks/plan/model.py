@@ -82,6 +82,11 @@ class VllmShare:
         return self.memory.footprint_bytes
 
 
+def max_replicas(spec: VllmModel) -> int:
+    """Replicas the plan places: `autoscale.maxReplicas` when the model scales, else `replicas`."""
+    return spec.autoscale.max_replicas if spec.autoscale is not None else spec.replicas
+
+
 @dataclass
 class VllmWorkload:
     """One vLLM pod (a replica of a model) and where the plan put it."""
@@ -103,7 +108,12 @@ class VllmWorkload:
 
     @property
     def deployment_name(self) -> str:
-        return f"vllm-{self.key}" if self.spec.replicas == 1 else f"vllm-{self.key}-{self.replica}"
+        return f"vllm-{self.key}" if max_replicas(self.spec) == 1 else f"vllm-{self.key}-{self.replica}"
+
+    @property
+    def reserved(self) -> bool:
+        """A replica above `replicas`, up to `autoscale.maxReplicas`: placed and its GPUs held, started by the autoscaler."""
+        return self.replica >= self.spec.replicas
 
     @property
     def service_name(self) -> str:
@@ -304,6 +314,7 @@ class Plan:
                 {
                     "model": w.key,
                     "replica": w.replica,
+                    "reserved": w.reserved,
                     "deployment": w.deployment_name,
                     "repo": w.hf.repo,
                     "servedName": w.served_name,

@@ -34,7 +34,8 @@ def format_table(plan: Plan) -> str:
         rows = [("vLLM pod", "GPUs", "TP", "util", "weights/GPU", "KV/GPU", "KV", "KV/token/GPU", "blocks", "maxModelLen", "seqs at full len")]
         for w in plan.vllm:
             rows.append((
-                w.deployment_name, f"{w.node}/{','.join(str(g.index) for g in w.gpus)}", str(w.spec.tensor_parallel),
+                w.deployment_name + (" (reserved)" if w.reserved else ""), f"{w.node}/{','.join(str(g.index) for g in w.gpus)}",
+                str(w.spec.tensor_parallel),
                 f"{w.spec.gpu_memory_utilization:.2f}", f"{(w.shares[0].weights_bytes) / GIB:.2f}", f"{(w.kv_budget_bytes_per_rank) / GIB:.2f}",
                 "pinned" if w.pinned else f"profiled -{w.margin_bytes / GIB:.2f}",
                 f"{w.kv_bytes_per_token_per_rank / 1024:g} KiB", str(w.blocks.usable_blocks if w.blocks else 0),
@@ -43,6 +44,10 @@ def format_table(plan: Plan) -> str:
         out += ["", "vLLM (GiB per GPU as vLLM 0.33 accounts for it; KV pinned = --kv-cache-memory-bytes on a shared GPU, "
                 "profiled = vLLM measures, the plan counts the margin off; blocks of 16 tokens after the null block; "
                 "seqs at full len = maxModelLen-token sequences the blocks hold at once)", text_table(rows)]
+        reserved = [w for w in plan.vllm if w.reserved]
+        if reserved:
+            out.append(f"  reserved: {len(reserved)} replica(s) up to autoscale.maxReplicas, placed and counted above but started "
+                       "only by the autoscaler (0 pods until requests wait)")
     if plan.designs:
         rows = [("GPU", "roles", "slots", "KV tokens", "Ollama pods", "vLLM multi-LoRA", "(weights", "LoRA", "KV", "overhead)", "capacity")]
         mark = lambda b, cap: f"{b / GIB:.2f}" + ("" if b <= cap else " !")  # noqa: E731

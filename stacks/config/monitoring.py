@@ -1,0 +1,25 @@
+"""Monitoring: where Prometheus is, which objects tell it what to scrape and alert on, and the dashboard."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from stacks.config.base import DNS_LABEL, _Model
+
+URL = r"^https?://[^\s]+$"
+
+
+class Monitoring(_Model):
+    namespace: str = Field(default="monitoring", pattern=DNS_LABEL)
+    """Namespace of Prometheus (and Grafana): the network policies let it scrape vLLM's `/metrics` from there."""
+    prometheus_url: str = Field(default="http://prometheus-operated.monitoring.svc:9090", pattern=URL)
+    """Prometheus' query URL, which KEDA's scalers ask (`prometheus-operated` is the Service the Prometheus Operator makes)."""
+    prometheus_operator: bool = True
+    """The Prometheus Operator is installed: a ServiceMonitor per vLLM model and a PrometheusRule with the alerts. Without it,
+    only the `prometheus.io/*` scrape annotations (which a plain Prometheus's kubernetes_sd relabelling reads)."""
+    selector_labels: dict[str, str] = {}
+    """Labels the Prometheus resource selects monitors and rules by (kube-prometheus-stack: `release: <its Helm release>`)."""
+    dashboards: bool = True
+    """A Grafana dashboard ConfigMap (label `grafana_dashboard: "1"`, which Grafana's dashboard sidecar loads)."""
+    gpu_metrics: bool = True
+    """The NVIDIA DCGM exporter runs (the GPU operator installs it): GPU memory panels and the GPU-memory-above-plan alert."""
