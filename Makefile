@@ -3,6 +3,8 @@
 SHELL := /bin/bash
 VENV  ?= .venv
 CHECKOV_VENV ?= .venv-checkov
+PROMTOOL := .tools/promtool
+PROMETHEUS_DEB := prometheus=2.42.0+ds-5+deb12u1
 PY    := $(VENV)/bin/python
 STACK ?=
 OUT   ?=
@@ -28,10 +30,18 @@ $(VENV)/.installed: requirements.txt
 	@touch $@
 
 # The validators the tests run (llama-stack 0.7.3 and what its server imports); not needed to render or deploy.
-$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt $(CHECKOV_VENV)/.installed
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt $(CHECKOV_VENV)/.installed $(PROMTOOL)
 	@echo "installing the test validators (requirements-test.txt) into $(VENV)"
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt
 	@touch $@
+
+# promtool (checks the alert rules in the tests) from Debian's prometheus package, unpacked here: no root, no service.
+$(PROMTOOL):
+	@echo "unpacking promtool from Debian's $(PROMETHEUS_DEB)"
+	@rm -rf .tools && mkdir -p .tools/deb
+	@cd .tools/deb && { apt-get download "$(PROMETHEUS_DEB)" >apt.log 2>&1 || { cat apt.log >&2; exit 1; }; }
+	@dpkg-deb -x .tools/deb/prometheus_*.deb .tools/prometheus && rm -rf .tools/deb
+	@ln -s prometheus/usr/bin/promtool $(PROMTOOL) && $(PROMTOOL) --version >/dev/null
 
 # checkov gets a venv of its own: it pins packaging<24, which pulumi (>=26) refuses in one environment.
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt
@@ -63,7 +73,7 @@ docs: venv
 	@$(PY) -m tools.gen_docs --write
 
 clean:
-	rm -rf build $(VENV) $(CHECKOV_VENV)
+	rm -rf build $(VENV) $(CHECKOV_VENV) .tools
 
 bench: venv
 	@$(PY) -m tools.bench

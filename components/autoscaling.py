@@ -18,11 +18,6 @@ from components.labels import labels, meta
 POLLING_SECONDS = 15
 
 
-def waiting_query(namespace: str, served_name: str) -> str:
-    """Requests waiting across every pod of one model (the scrape adds `namespace`; vLLM labels `model_name`)."""
-    return f'sum(vllm:num_requests_waiting{{namespace="{namespace}", model_name="{served_name}"}})'
-
-
 def scaled_object_spec(deployment: str, query: str, prometheus_url: str, waiting: int, step: int, cooldown_seconds: int
                        ) -> dict[str, object]:
     return {

@@ -12,6 +12,7 @@ from components.labels import labels, meta
 from components.llama_stack import LlamaStack, LlamaStackArgs
 from components.model_cache import ModelCache, ModelCacheArgs
 from components.namespace_limits import NamespaceLimits, NamespaceLimitsArgs
+from components.monitoring import MonitoringArgs, Observability
 from components.network_policy import NetworkPolicies, NetworkPoliciesArgs
 from components.ollama import OllamaAdapterPool, OllamaAdapterPoolArgs
 from components.safety import SafetyModel, SafetyModelArgs
@@ -20,6 +21,7 @@ from stacks.config import Vllm
 from stacks.edge import API_KEY_KEY, API_KEY_SECRET, policy_rules
 from stacks.loader import Stack
 from stacks.names import HF_SECRET, cache_users
+from stacks.observability import alert_rules, panels, scrape_targets
 from stacks.quota import quota
 
 
@@ -121,6 +123,8 @@ class Topology(pulumi.ComponentResource):
         self.agents = {}
         if graph.agents:
             self.agents = AgentRoutes("agents", AgentRoutesArgs(cfg.namespace, graph.agents, self.api_key_secret), opts=in_ns).routes
+        Observability("monitoring", MonitoringArgs(cfg.namespace, cfg.monitoring, [ep.name for ep in scrape_targets(graph)],
+                                                   panels(cfg, plan), alert_rules(cfg, plan, graph)), opts=in_ns)
         self.urls: dict[str, str] = {}
         if cfg.ingress is not None and stack.routes:
             self.urls = Edge("edge", EdgeArgs(cfg.namespace, cfg.ingress, list(stack.routes), cfg.api_key), opts=in_ns).urls

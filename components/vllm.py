@@ -17,12 +17,13 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.autoscaling import scaled_object, scaled_object_spec, waiting_query
+from components.autoscaling import scaled_object, scaled_object_spec
 from components.gpu import gpu_pod_fields
 from components.labels import labels, meta, selector
 from components.model_cache import MOUNT_PATH, ModelCache
 from components.pods import check_cache, disruption_budget, gpu_pod_spec, hardened, no_surge, pull_policy
 from stacks.catalog import VLLM
+from stacks.observability import waiting_query
 from stacks.config import GpuSharing, PodSecurity, Vllm
 from stacks.edge import API_KEY_KEY, SERVICE_LABEL
 from stacks.plan import VllmWorkload, shm_gib

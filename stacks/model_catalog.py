@@ -101,3 +101,19 @@ def _ollama_models(directory: Path) -> dict[str, OllamaModel]:
         e = _load(p, CatalogOllamaTag)
         out[e.tag] = OllamaModel(e.tag, model_arch(e.name, e.arch), e.quantization, e.file_bytes, e.note)  # type: ignore[attr-defined]
     return out
+
+
+@cache
+def exported_metrics() -> frozenset[str]:
+    """Every series name the engines and exporters expose (catalog/metrics.yaml), as Prometheus stores them."""
+    data = yaml.safe_load((CATALOG_DIR / "metrics.yaml").read_text())
+    names: set[str] = set()
+    for source in data.values():
+        for name, kind in source["metrics"].items():
+            if kind == "counter":
+                names.add(name if name.endswith("_total") else f"{name}_total")
+            elif kind == "histogram":
+                names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+            else:
+                names.add(name)
+    return frozenset(names)

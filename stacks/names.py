@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from stacks.config import StackConfig, key
 from stacks.edge import edge_objects, ingress_routes, policy_rules
 from stacks.graph import ServiceGraph
+from stacks.observability import scrape_targets
 from stacks.plan import Plan
 
 HF_SECRET = "huggingface-token"
 ENSURE_MODEL_CONFIG = "ollama-ensure-model"
 RESOURCE_QUOTA = "llm-infra-quota"
 LIMIT_RANGE = "llm-infra-defaults"
+ALERTS = "llm-infra-alerts"
+DASHBOARD = "llm-infra-dashboard"
 
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -106,6 +109,12 @@ def planned_objects(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[C
         out.append(Claim("PodDisruptionBudget", ns, stack.endpoint.name, key("llamaStack")))
     # A KEDA ScaledObject per reserved vLLM replica (components/autoscaling.py).
     out += [Claim("ScaledObject", ns, w.deployment_name, key(*w.config_path, "autoscale")) for w in plan.vllm if w.reserved]
+    mon = cfg.monitoring
+    if mon.prometheus_operator:
+        out += [Claim("ServiceMonitor", ns, ep.name, key("monitoring", "prometheusOperator")) for ep in scrape_targets(graph)]
+        out.append(Claim("PrometheusRule", ns, ALERTS, key("monitoring", "prometheusOperator")))
+    if mon.dashboards:
+        out.append(Claim("ConfigMap", ns, DASHBOARD, key("monitoring", "dashboards")))
     routes = ingress_routes(cfg, graph)
     out += [Claim(kind, ns, name, key(*path)) for kind, name, path in edge_objects(cfg, routes, policy_rules(cfg, graph, routes))]
     if not cfg.existing_namespace:

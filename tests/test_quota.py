@@ -20,7 +20,9 @@ def test_dev_quota_holds_the_plan_and_one_rolling_pod_more(dev_run):
     counted = {k: sum(1 for o in dev_run.objects() if o["kind"] == kind) for k, kind in
                (("services", "Service"), ("persistentvolumeclaims", "PersistentVolumeClaim"), ("count/deployments.apps", "Deployment"))}
     assert all(hard[k] == str(v) for k, v in counted.items())
-    assert hard["configmaps"] == str(1 + 1)  # ollama-ensure-model + the kube-root-ca.crt every namespace gets
+    # ollama-ensure-model, the Grafana dashboard, and the kube-root-ca.crt every namespace gets
+    assert hard["configmaps"] == str(2 + 1)
+    assert hard["secrets"] == str(2)  # the API key and the ingress's htpasswd line
     assert "requests.nvidia.com/gpu" not in hard  # visible-devices: no GPU requests to count
 
 
