@@ -23,6 +23,7 @@ from components.gpu import gpu_pod_fields
 from components.labels import labels, meta, selector
 from components.model_cache import MOUNT_PATH, ModelCache
 from components.pods import disruption_budget, gpu_pod_spec, hardened, no_surge, pull_policy
+from stacks.timing import ollama_scale_down_seconds
 from stacks.catalog import OLLAMA
 from stacks.config import GpuSharing, PodSecurity
 from stacks.edge import SERVICE_LABEL
@@ -240,6 +241,7 @@ class OllamaAdapterPool(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[self.script],
+                ignore_changes=["spec.replicas"] if s.autoscale else None,  # the HorizontalPodAutoscaler owns the count
                 custom_timeouts=pulumi.CustomTimeouts(create=f"{math.ceil(budget * 1.5)}s", update=f"{math.ceil(budget * 1.5)}s"),
             ),
         )
@@ -256,3 +258,27 @@ class OllamaAdapterPool(pulumi.ComponentResource):
         )
         self.endpoints[w.role] = f"http://{w.service_name}.{args.namespace}:{OLLAMA.port}"
         disruption_budget(f"{name}-{w.role}-pdb", w.deployment_name, args.namespace, lab, self)
+        if s.autoscale is not None:
+            self._autoscaler(name, args, w, lab, budget)
+
+    def _autoscaler(self, name: str, args: OllamaAdapterPoolArgs, w: OllamaWorkload, lab: dict[str, str], budget: int) -> None:
+        """Seed 000's HPA on CPU, bounded by the pods the plan placed on the server's GPU (autoscale.maxReplicas); it scales
+        down only after a pod's start-up budget, so a model that takes minutes to pull and load does not thrash."""
+        s = w.server
+        assert s.autoscale is not None
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-{w.role}-hpa",
+            metadata=meta(w.deployment_name, args.namespace, lab),
+            spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
+                scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
+                    api_version="apps/v1", kind="Deployment", name=w.deployment_name),
+                min_replicas=s.replicas,
+                max_replicas=s.autoscale.max_replicas,
+                metrics=[k8s.autoscaling.v2.MetricSpecArgs(type="Resource", resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
+                    name="cpu", target=k8s.autoscaling.v2.MetricTargetArgs(type="Utilization",
+                                                                           average_utilization=s.autoscale.cpu_utilization)))],
+                behavior=k8s.autoscaling.v2.HorizontalPodAutoscalerBehaviorArgs(
+                    scale_down=k8s.autoscaling.v2.HPAScalingRulesArgs(stabilization_window_seconds=ollama_scale_down_seconds(budget))),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )

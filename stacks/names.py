@@ -107,6 +107,8 @@ def planned_objects(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[C
         out.append(Claim("PodDisruptionBudget", ns, name, key(*first.config_path)))
     if stack is not None:
         out.append(Claim("PodDisruptionBudget", ns, stack.endpoint.name, key("llamaStack")))
+    out += [Claim("HorizontalPodAutoscaler", ns, w.deployment_name, key(*w.config_path, "autoscale"))
+            for w in plan.workloads if w.server.autoscale is not None]
     # A KEDA ScaledObject per reserved vLLM replica (components/autoscaling.py).
     out += [Claim("ScaledObject", ns, w.deployment_name, key(*w.config_path, "autoscale")) for w in plan.vllm if w.reserved]
     mon = cfg.monitoring

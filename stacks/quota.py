@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from stacks.config import StackConfig
 from stacks.graph import ServiceGraph
 from stacks.names import planned_objects
-from stacks.plan import Plan, shm_gib
+from stacks.plan import Plan, server_pods, shm_gib
 
 COUNTED = {"Service": "services", "ConfigMap": "configmaps", "Secret": "secrets",
            "PersistentVolumeClaim": "persistentvolumeclaims", "Deployment": "count/deployments.apps",
@@ -33,7 +33,7 @@ def pod_requests(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[PodR
     pods = []
     exclusive = cfg.gpu_sharing.mode == "exclusive"
     for w in plan.workloads:
-        pods += [PodRequest(w.server.cpu, round(w.server.memory_gib * 1024), 1 if exclusive else 0)] * w.server.replicas
+        pods += [PodRequest(w.server.cpu, round(w.server.memory_gib * 1024), 1 if exclusive else 0)] * server_pods(w.server)  # up to autoscale.maxReplicas
     for v in plan.vllm:
         pods.append(PodRequest(v.spec.cpu, round((v.spec.memory_gib + shm_gib(v.spec)) * 1024),
                                v.spec.tensor_parallel if exclusive else 0))

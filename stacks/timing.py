@@ -65,3 +65,13 @@ def timing_problems(cfg: StackConfig, plan: Plan) -> list[str]:
             problems.append(f"{key('ollama', worst)}: {value:g} {unit} makes the rollout budget {budget:.3g} s, {limit}; "
                             "was the unit wrong?")
     return problems
+
+
+HPA_MAX_STABILIZATION_SECONDS = 3600
+"""The API server's limit on behavior.scaleDown.stabilizationWindowSeconds (autoscaling/v2)."""
+
+
+def ollama_scale_down_seconds(rollout_budget: int) -> int:
+    """How long CPU must stay low before the HPA removes a pod: a pod's start-up budget (at least 5 minutes, at most
+    the API's 1 hour), so a pod that takes minutes to pull and load is not removed and added again on every lull."""
+    return min(HPA_MAX_STABILIZATION_SECONDS, max(300, rollout_budget))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import env_of, run_raw, stack_raw, variant
+from tests.conftest import env_of, problems_of, run_raw, stack_raw, variant
 
 NS = "llama3-multi-adapter"
 UUID0 = "GPU-00000000-0000-0000-0000-000000000000"
@@ -192,3 +192,30 @@ def test_stack_has_no_unpinned_image_or_nonexistent_setting(dev_run):
     images = {c["image"] for o in dev_run.objects() if o["kind"] == "Deployment"
               for c in o["spec"]["template"]["spec"]["containers"] + o["spec"]["template"]["spec"]["initContainers"]}
     assert images == {stack_raw("dev")["ollama"]["image"]} == {"ollama/ollama:0.32.15"}
+
+
+def test_an_hpa_on_cpu_within_the_pods_the_plan_placed():
+    raw = variant(lambda r: (r["ollama"]["adapters"].pop("summarization"),
+                             r["ollama"]["adapters"]["code"].update(autoscale={"maxReplicas": 2, "cpuUtilization": 70})))
+    run = run_raw(raw)
+    hpa = run.find("HorizontalPodAutoscaler", "ollama-adapter-code")["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ollama-adapter-code"}
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 2)
+    assert hpa["metrics"] == [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
+    # scale-down waits a pod's start-up budget: 4.34 GiB at 25 MiB/s plus two server starts = 418 s
+    assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 418
+    slow = run_raw(variant(lambda r: (r["ollama"].update(pullMiBPerSecond=0.5),
+                                      r["ollama"]["adapters"]["code"].update(autoscale={"maxReplicas": 2}),
+                                      r["ollama"]["adapters"].pop("summarization"))))
+    assert slow.find("HorizontalPodAutoscaler", "ollama-adapter-code")["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 3600
+    # the plan holds the second pod on the code server's GPU, and the quota has room for it
+    gpu1 = [p["name"] for g in run.program["stack"].plan.to_dict()["gpus"] if g["index"] == 1 for p in g["pods"]]
+    assert gpu1 == ["ollama-adapter-code#1", "ollama-adapter-code#2 (reserved)"]
+    assert run.find("ResourceQuota", "llm-infra-quota")["spec"]["hard"]["pods"] == "5"  # base, chatbot, code x2, one rolling
+
+
+def test_an_hpa_with_no_room_is_refused_naming_the_key():
+    problems = problems_of(variant(lambda r: r["ollama"]["adapters"]["code"].update(autoscale={"maxReplicas": 3})))
+    assert problems[0].startswith("llm-infra:ollama.adapters.code.autoscale.maxReplicas: no room on GPU 1 of node workstation for "
+                                  "ollama-adapter-code#2 (reserved), ollama-adapter-code#3 (reserved)")
+    assert "not one pod more fits" in problems[0]

@@ -15,6 +15,14 @@ if TYPE_CHECKING:
     from stacks.config import StackConfig
 
 
+class OllamaAutoscale(_Model):
+    max_replicas: int = Field(ge=2, le=16)
+    """Pods at most (seed 000's HPA): the plan places every one on the server's GPU, each with its own copy of the weights,
+    and refuses the config when they do not fit."""
+    cpu_utilization: int = Field(default=80, ge=10, le=100)
+    """Average CPU use (percent of the request) the HorizontalPodAutoscaler keeps."""
+
+
 class OllamaServer(_Model):
     gpu: int
     """Index of the GPU (on `node`) the pods of this server use."""
@@ -22,6 +30,8 @@ class OllamaServer(_Model):
     """Node name; may be left out when the stack has one node."""
     replicas: int = Field(default=1, ge=1)
     """Pods of this server; each holds its own copy of the base weights."""
+    autoscale: OllamaAutoscale | None = None
+    """A HorizontalPodAutoscaler on CPU between `replicas` and `autoscale.maxReplicas` pods, all planned on the server's GPU."""
     parallel: int = Field(ge=1)
     """`OLLAMA_NUM_PARALLEL`: request slots per pod; each slot holds `contextLength` tokens of KV cache."""
     queue: int = Field(ge=1)
@@ -153,6 +163,9 @@ def _ollama_problems(cfg: StackConfig, ollama: Ollama) -> list[str]:
                 f"{key(*path, 'contextLength')}: {server.context_length} is above {ollama.base_model}'s trained context of "
                 f"{model.arch.max_position}; use at most {model.arch.max_position}"
             )
+        if server.autoscale is not None and server.autoscale.max_replicas <= server.replicas:
+            problems.append(f"{key(*path, 'autoscale', 'maxReplicas')}: {server.autoscale.max_replicas} is not above replicas "
+                            f"{server.replicas}; raise it, or remove autoscale")
         if server.cpu_limit is not None and server.cpu_limit < server.cpu:
             problems.append(f"{key(*path, 'cpuLimit')}: {server.cpu_limit:g} is below the request cpu={server.cpu:g}")
 

@@ -20,13 +20,13 @@ from stacks.errors import ConfigError
 from stacks.plan.model import (LLAMA_STACK_NAME, GpuPlan, GpuRef, NodePlan, OllamaWorkload, Plan, PodVram, PoolDesign,
                                VllmShare, VllmWorkload, pod_figures, servers_on, dtype_bytes, gib, gpu_capacity_bytes,
                                listing, shm_gib, vllm_weights_bytes)
-from stacks.plan.ollama import (offload_problem, place_ollama, pool_concurrency_problems, adapter_pool_models,
-                                pod_vram, pool_designs, pool_server_key)
+from stacks.plan.ollama import (RESERVED, offload_problem, place_ollama, pool_concurrency_problems, adapter_pool_models,
+                                pod_vram, pool_designs, pool_server_key, server_pods)
 from stacks.plan.report import format_table, text_table
 from stacks.plan.vllm import place_vllm
 
 __all__ = [
-    "LLAMA_STACK_NAME", "GpuPlan", "GpuRef", "NodePlan", "OllamaWorkload", "Plan", "PodVram", "PoolDesign", "VllmShare",
+    "RESERVED", "server_pods", "LLAMA_STACK_NAME", "GpuPlan", "GpuRef", "NodePlan", "OllamaWorkload", "Plan", "PodVram", "PoolDesign", "VllmShare",
     "VllmWorkload", "adapter_pool_models", "build_plan", "dtype_bytes", "format_table", "gib", "gpu_capacity_bytes",
     "listing", "plan_problems", "pod_vram", "pool_designs", "pool_server_key", "shm_gib", "text_table", "vllm_weights_bytes",
 ]
@@ -96,6 +96,17 @@ def plan_problems(plan: Plan) -> list[str]:
                 f"{g.free_bytes / GIB:.2f} GiB, less than the {margin / GIB:.2f} GiB margin (plan.vllmMarginGiB) the vLLM "
                 f"accounting's estimates need; lower gpuMemoryUtilization [{servers_on(plan, g)}]"
             )
+        reserved = [p for p in g.pods if isinstance(p, PodVram) and p.name.endswith(RESERVED)]
+        if reserved and g.allocated_bytes - sum(p.total_bytes for p in reserved) <= g.gpu.capacity_bytes < g.allocated_bytes:
+            w = next(w for w in plan.workloads if w.deployment_name == reserved[0].workload)
+            fits = w.server.replicas + sum(1 for _ in _fitting(g, reserved))
+            problems.append(
+                f"{key(*w.config_path, 'autoscale', 'maxReplicas')}: no room on GPU {g.gpu.index} of node {g.gpu.node} for "
+                f"{listing([p.name for p in reserved])}: {g.allocated_bytes / GIB:.2f} GiB planned of {g.gpu.capacity_bytes / GIB:.2f} GiB; "
+                f"each pod holds its own {reserved[0].total_bytes / GIB:.2f} GiB; "
+                + (f"use maxReplicas <= {fits}" if fits > w.server.replicas else "not one pod more fits: remove autoscale or move a "
+                   "server to another GPU") + f" [{servers_on(plan, g)}]")
+            continue
         if g.allocated_bytes > g.gpu.capacity_bytes:
             problems.append(
                 f"{where}: over-committed: {len(g.pods)} pods need {(g.allocated_bytes) / GIB:.2f} GiB of its "
@@ -119,3 +130,13 @@ def plan_problems(plan: Plan) -> list[str]:
                 f"{n.memory_allocatable_gib:g} GiB after its reserve of {n.node.reserve.memory_gib:g} GiB; lower memoryGiB or replicas of its pods ({listing(n.pods)})"
             )
     return problems
+
+
+def _fitting(g, reserved):
+    """The reserved pods that still fit, in order, after the running ones."""
+    used = g.allocated_bytes - sum(p.total_bytes for p in reserved)
+    for p in reserved:
+        used += p.total_bytes
+        if used > g.gpu.capacity_bytes:
+            return
+        yield p

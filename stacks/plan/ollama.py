@@ -10,6 +10,15 @@ from stacks.model_catalog import hf_models, ollama_models
 from stacks.vllm_memory import rank_memory
 
 
+RESERVED = " (reserved)"
+"""Marks a pod the plan holds room for that only the autoscaler starts."""
+
+
+def server_pods(server: OllamaServer) -> int:
+    """Pods the plan places for a server: `autoscale.maxReplicas` when it scales, else `replicas`."""
+    return server.autoscale.max_replicas if server.autoscale is not None else server.replicas
+
+
 def pod_vram(cfg: StackConfig, server: OllamaServer, name: str, workload: str) -> PodVram:
     """VRAM of one Ollama pod, as Ollama predicts it plus the CUDA context."""
     model = ollama_models()[cfg.ollama.base_model]
@@ -33,14 +42,16 @@ def place_ollama(cfg: StackConfig, gpus: dict[tuple[str, int], GpuPlan], nodes: 
         gpu_plan = gpus[(node.name, server.gpu)]
         adapter = server if isinstance(server, Adapter) else None
         deployment = "ollama-base" if adapter is None else f"ollama-adapter-{role}"
+        count = server_pods(server)
         pods = tuple(
-            pod_vram(cfg, server, f"{deployment}#{r + 1}" if server.replicas > 1 else deployment, deployment)
-            for r in range(server.replicas)
+            pod_vram(cfg, server, (f"{deployment}#{r + 1}" if count > 1 else deployment) + (RESERVED if r >= server.replicas else ""),
+                     deployment)
+            for r in range(count)
         )
         gpu_plan.pods.extend(pods)
         node_plan = nodes[node.name]
-        node_plan.cpu_requests += server.cpu * server.replicas
-        node_plan.memory_requests_gib += server.memory_gib * server.replicas
+        node_plan.cpu_requests += server.cpu * count
+        node_plan.memory_requests_gib += server.memory_gib * count
         node_plan.pods.extend(p.name for p in pods)
         workloads.append(OllamaWorkload(role, path, server, adapter, cfg.ollama.base_model, node.name, gpu_plan.gpu, pods,
                                         cfg.plan.ollama_fit_target_mib))
