@@ -93,7 +93,10 @@ def panels(cfg: StackConfig, plan: Plan) -> list[PanelSpec]:
             if not g.pods:
                 continue
             where = f"{g.gpu.node}/{g.gpu.index}"
-            queries.append(Query(f'max(DCGM_FI_DEV_FB_USED{{Hostname="{g.gpu.node}", gpu="{g.gpu.index}"}})', f"{where} used"))
+            # Joined to the pods by the plan, which pinned them there: it holds in every gpuSharing mode, where DCGM's own
+            # pod labels rely on the kubelet's record of allocated devices, which visible-devices pinning bypasses.
+            holders = ", ".join(dict.fromkeys(p.workload for p in g.pods))
+            queries.append(Query(f'max(DCGM_FI_DEV_FB_USED{{Hostname="{g.gpu.node}", gpu="{g.gpu.index}"}})', f"{where} used ({holders})"))
             queries.append(Query(f"vector({round(g.allocated_bytes / MIB)})", f"{where} plan"))
         out.append(PanelSpec("GPU memory used, next to the plan (MiB)", "decmbytes", tuple(queries),
                              "DCGM_FI_DEV_FB_USED; the plan's allocated MiB per GPU"))
