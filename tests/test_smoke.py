@@ -34,12 +34,12 @@ def stand_ins():
         s.stop()
 
 
-def run(tmp_path, services: dict, timeout: float = 5.0) -> tuple[int, str, str]:
+def run(tmp_path, services: dict, timeout: float = 5.0, extra: tuple[str, ...] = ()) -> tuple[int, str, str]:
     outputs = tmp_path / "outputs.json"
     outputs.write_text(json.dumps({"endpoints": {}, "services": services}))
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = smoke.main(["--endpoints", str(outputs), "--timeout", str(timeout)])
+        code = smoke.main(["--endpoints", str(outputs), "--timeout", str(timeout), *extra])
     return code, out.getvalue(), err.getvalue()
 
 
@@ -112,3 +112,18 @@ def test_the_services_output_lists_every_rendered_service():
     assert set(services) == rendered
     assert services["vllm-llama-70b"] == {"kind": "vllm", "url": "http://vllm-llama-70b.llama-serve:8000/v1", "models": ["llama-3.1-70b"]}
     assert services["llamastack-server"]["shield"] == "llama-guard"
+
+
+def test_vllm_with_the_stacks_key_needs_it_and_the_failure_says_how(tmp_path, stand_ins, monkeypatch):
+    monkeypatch.delenv("API_KEY", raising=False)
+    key = "k" * 40
+    vllm = stand_ins("llama-3b", api_key=key)  # like vLLM with VLLM_API_KEY: /v1 needs the Bearer key
+    services = {"vllm-llama-3b": {"kind": "vllm", "url": vllm.base_url, "models": ["llama-3b"]}}
+    code, out, _ = run(tmp_path, services)
+    assert code == 1 and "API_KEY=$(pulumi config get apiKey" in out
+    code, out, _ = run(tmp_path, services, extra=("--api-key", key))
+    assert code == 0 and "2 checks ok, 0 failed" in out
+    assert {r["auth"] for r in vllm.requests[-2:]} == {f"Bearer {key}"}
+    monkeypatch.setenv("API_KEY", key)  # what `make smoke` passes on
+    code, _, _ = run(tmp_path, services)
+    assert code == 0

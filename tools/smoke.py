@@ -8,13 +8,15 @@ and, per Service: Ollama `POST /api/generate` for its model; vLLM `GET /v1/model
 and a short streamed chat completion; Llama Stack `GET /v1/health`, a streamed chat through its first model
 and, with a shield, `POST /v1/safety/run-shield`. Prints endpoint, check, status, latency and time to first
 token; exits 1 if any check fails. Run it from where the Service URLs resolve (inside the cluster, or with
-`kubectl port-forward` and a file whose URLs point at the forwarded ports).
+`kubectl port-forward` and a file whose URLs point at the forwarded ports). vLLM checks the stack's API key
+(`VLLM_API_KEY`): pass it as `API_KEY=$(pulumi config get apiKey --stack <stack>)` in the environment.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -39,11 +41,15 @@ class Result:
     ttft: float | None = None
 
 
-def _stream_lines(client: httpx.Client, method: str, url: str, body: dict[str, Any]) -> Iterator[str]:
-    with client.stream(method, url, json=body) as r:
+NO_KEY = "HTTP 401: the server wants the stack's API key; run with API_KEY=$(pulumi config get apiKey --stack <stack>)"
+
+
+def _stream_lines(client: httpx.Client, method: str, url: str, body: dict[str, Any],
+                  headers: dict[str, str] | None = None) -> Iterator[str]:
+    with client.stream(method, url, json=body, headers=headers) as r:
         if r.status_code != 200:
             r.read()
-            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:120]}")
+            raise RuntimeError(NO_KEY if r.status_code == 401 else f"HTTP {r.status_code}: {r.text[:120]}")
         yield from (line for line in r.iter_lines() if line.strip())
 
 
@@ -75,13 +81,13 @@ def _first_token(lines: Iterator[str], pick: Callable[[dict[str, Any]], str]) ->
     return text.strip()[:40], first
 
 
-def _chat(client: httpx.Client, base: str, model: str) -> tuple[str, float | None]:
+def _chat(client: httpx.Client, base: str, model: str, headers: dict[str, str] | None = None) -> tuple[str, float | None]:
     body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 8, "stream": True}
-    return _first_token(_stream_lines(client, "POST", f"{base}/chat/completions", body),
+    return _first_token(_stream_lines(client, "POST", f"{base}/chat/completions", body, headers),
                         lambda d: (d.get("choices") or [{}])[0].get("delta", {}).get("content") or "")
 
 
-def checks(name: str, service: dict[str, Any], client: httpx.Client) -> list[Result]:
+def checks(name: str, service: dict[str, Any], client: httpx.Client, api_key: str | None = None) -> list[Result]:
     kind, url, models = service["kind"], service["url"].rstrip("/"), service.get("models") or []
     out = []
     if kind == "ollama":
@@ -90,8 +96,12 @@ def checks(name: str, service: dict[str, Any], client: httpx.Client) -> list[Res
             out.append(_timed(name, f"/api/generate {model}", lambda m=model, b=body: _first_token(
                 _stream_lines(client, "POST", f"{url}/api/generate", b), lambda d: d.get("response", ""))))
     elif kind == "vllm":
+        bearer = {"Authorization": f"Bearer {api_key}"} if api_key else None
+
         def listed() -> tuple[str, float | None]:
-            r = client.get(f"{url}/models")
+            r = client.get(f"{url}/models", headers=bearer)
+            if r.status_code == 401:
+                raise RuntimeError(NO_KEY)
             r.raise_for_status()
             ids = [m["id"] for m in r.json()["data"]]
             missing = [m for m in models if m not in ids]
@@ -100,7 +110,7 @@ def checks(name: str, service: dict[str, Any], client: httpx.Client) -> list[Res
             return ", ".join(ids), None
 
         out.append(_timed(name, "/v1/models", listed))
-        out += [_timed(name, f"chat {m}", lambda m=m: _chat(client, url, m)) for m in models]
+        out += [_timed(name, f"chat {m}", lambda m=m: _chat(client, url, m, bearer)) for m in models]
     elif kind == "llama-stack":
         def health() -> tuple[str, float | None]:
             r = client.get(f"{url}/v1/health")
@@ -149,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stack", help="stack whose outputs `pulumi stack output` reads (default dev)")
     p.add_argument("--endpoints", help="file or URL with the stack outputs as JSON, instead of the Pulumi CLI")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
+    p.add_argument("--api-key", default=os.environ.get("API_KEY"),
+                   help="the stack's API key, sent to vLLM as a Bearer token (default: $API_KEY)")
     a = p.parse_args(argv)
     try:
         services = load_outputs(a.stack, a.endpoints)
@@ -159,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     with httpx.Client(timeout=a.timeout) as client:
         for i, (name, service) in enumerate(sorted(services.items()), 1):
             print(f"[{i}/{len(services)}] {name} ({service['kind']}, {service['url']})", file=sys.stderr, flush=True)
-            results += checks(name, service, client)
+            results += checks(name, service, client, a.api_key)
     print(table(results))
     failed = [r for r in results if not r.ok]
     print(f"\n{len(results) - len(failed)} checks ok, {len(failed)} failed")
