@@ -28,6 +28,8 @@ class NetworkPoliciesArgs:
 def peer_args(peer: Peer) -> k8s.networking.v1.NetworkPolicyPeerArgs:
     if peer.kind == "pods":
         return k8s.networking.v1.NetworkPolicyPeerArgs(pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(peer.labels)))
+    if peer.kind == "cidr":
+        return k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr=peer.cidr))
     if peer.kind == "internet":
         return k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr="0.0.0.0/0", except_=list(PRIVATE_RANGES)))
     ns = k8s.meta.v1.LabelSelectorArgs(match_labels={NAMESPACE_NAME_LABEL: peer.namespace})

@@ -139,10 +139,11 @@ def route_problems(cfg: StackConfig, graph: ServiceGraph) -> list[str]:
 class Peer:
     """The other side of an allowed connection."""
 
-    kind: Literal["pods", "namespace", "internet", "dns"]
+    kind: Literal["pods", "namespace", "internet", "dns", "cidr"]
     labels: tuple[tuple[str, str], ...] = ()
     """Pod labels (kind pods: in the stack's namespace)."""
     namespace: str | None = None
+    cidr: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ def policy_rules(cfg: StackConfig, graph: ServiceGraph, routes: list[IngressRout
         peers = [Peer("pods", client_labels(c)) for c in sorted(callers.get(name, ()))]
         if name in routed and controller_ns:
             peers.append(Peer("namespace", namespace=controller_ns))
+        peers += [Peer("cidr", cidr=c) for c in np.node_cidrs]  # the kubelet's probes, where the CNI polices them
         if ep.kind == "vllm":  # vLLM's /metrics is on its API port; Ollama has none, Llama Stack 0.7.3 exports OpenTelemetry only
             peers.append(Peer("namespace", namespace=cfg.monitoring.namespace))
         if peers:

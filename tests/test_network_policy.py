@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from stacks.edge import AGENT_LABEL, SERVICE_LABEL, pod_port, pod_service
-from tests.conftest import run_raw, run_secret_raw, stack_of, stack_raw, variant
+from tests.conftest import problems_of, run_raw, run_secret_raw, stack_of, stack_raw, variant
 from tests.netpol import Address, Pod, Policies, pods_of
 
 STACKS = ("dev", "prod", "lab")
@@ -147,3 +147,16 @@ def test_removing_one_allow_rule_breaks_exactly_its_calls():
         src, dst = client_pod(stack, route.client, servers), servers[pod_service(target)]
         assert full.allowed(src, dst, pod_port(target), stack_ns=raw["namespace"])
         assert cut.allowed(src, dst, pod_port(target), stack_ns=raw["namespace"]) == (route.client != "llamastack-server"), route
+
+
+def test_node_cidrs_let_the_kubelet_probe_every_server_and_nothing_else():
+    raw = variant(lambda r: r["networkPolicy"].update(nodeCidrs=["10.0.0.0/24"]))
+    objects = run_raw(raw).objects()
+    policies, pods = Policies(objects), pods_of(objects)
+    ns = raw["namespace"]
+    for pod in pods.values():
+        assert policies.allowed(NODE, pod, 11434, stack_ns=ns)  # 10.0.0.5, the node
+        assert not policies.allowed(Address("10.0.1.5"), pod, 11434, stack_ns=ns)
+        assert not policies.allowed(pod, NODE, 443, stack_ns=ns)  # in only: the pods still cannot reach the node
+    assert any(p.startswith("llm-infra:networkPolicy.nodeCidrs[0]: '10.0.0.1/24' is not a CIDR")
+               for p in problems_of(variant(lambda r: r["networkPolicy"].update(nodeCidrs=["10.0.0.1/24"]))))

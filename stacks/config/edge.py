@@ -8,6 +8,7 @@ NetworkPolicies over a default deny; `podSecurity` is the fixed non-root user ev
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import TYPE_CHECKING, Literal
 
@@ -79,6 +80,9 @@ class NetworkPolicy(_Model):
     """Namespace of the ingress controller's pods (default: `ingress-nginx` for nginx, `traefik` for Traefik; k3s: `kube-system`)."""
     dns_namespace: str = Field(default="kube-system", pattern=DNS_LABEL)
     """Namespace of the cluster DNS (pods labelled `k8s-app: kube-dns`)."""
+    node_cidrs: list[str] = Field(default=[], max_length=16)
+    """The nodes' addresses (e.g. `10.0.0.0/24`), allowed to every serving port: for a CNI whose policies also cover the
+    kubelet's probes (most let the node through on their own; k3s's and Calico's do)."""
     download_egress: bool = True
     """Pods that download weights may reach the internet on 443 (Hugging Face, the Ollama registry). Turn it off once the
     model cache is warm."""
@@ -98,6 +102,11 @@ class PodSecurity(_Model):
 def edge_problems(cfg: StackConfig, secret_keys: frozenset[str]) -> list[str]:
     """Cross-field checks: a key where the edge needs one, TLS from somewhere, no two routes on one path."""
     problems: list[str] = []
+    for i, cidr in enumerate(cfg.network_policy.node_cidrs):
+        try:
+            ipaddress.ip_network(cidr)
+        except ValueError:
+            problems.append(f"{key('networkPolicy', 'nodeCidrs', i)}: {cidr!r} is not a CIDR (e.g. 10.0.0.0/24, host bits zero)")
     if cfg.api_key is not None:
         if key("apiKey") not in secret_keys:
             problems.append(f"{key('apiKey')}: the key is in plain text in the stack file; store it with "
