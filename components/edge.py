@@ -107,7 +107,8 @@ class Edge(pulumi.ComponentResource):
                 string_data={"auth": pulumi.Output.secret(args.api_key).apply(lambda key: htpasswd(ing.auth.user, key, ns) + "\n")},
                 opts=child,
             )
-        auth_mw = traefik_auth(ing) if ing.controller == "traefik" else None
+        # Traefik's shared auth Middleware, when a route uses it (vLLM routes are checked by vLLM itself).
+        auth_mw = traefik_auth(ing) if ing.controller == "traefik" and any(r.auth in ("basic", "oidc") for r in args.routes) else None
         if auth_mw is not None:
             self._middleware(name, AUTH_MIDDLEWARE, ns, auth_mw)
         secret = tls_secret(ns, ing)
@@ -122,7 +123,7 @@ class Edge(pulumi.ComponentResource):
                 chain = [n for n, spec in traefik_middlewares(route, ing)]
                 for mw_name, spec in traefik_middlewares(route, ing):
                     self._middleware(name, mw_name, ns, spec)
-                if auth_mw is not None and route.auth != "backend":
+                if auth_mw is not None and route.auth in ("basic", "oidc"):
                     chain.insert(1, AUTH_MIDDLEWARE)
                 annotations = {f"{TRAEFIK}/router.middlewares": ",".join(f"{ns}-{n}@kubernetescrd" for n in chain)}
                 if secret:

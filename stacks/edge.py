@@ -248,7 +248,7 @@ def edge_objects(cfg: StackConfig, routes: list[IngressRoute], rules: list[Allow
         return out
     if cfg.api_key is not None and any(r.auth == "basic" for r in routes):
         out.append(("Secret", AUTH_SECRET, ("ingress", "auth")))
-    if ing.controller == "traefik" and ing.auth.mode != "none":
+    if ing.controller == "traefik" and any(r.auth in ("basic", "oidc") for r in routes):
         out.append(("Middleware", AUTH_MIDDLEWARE, ("ingress", "auth")))
     for r in routes:
         out.append(("Ingress", r.ingress_name, ("ingress", "routes", r.service)))

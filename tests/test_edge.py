@@ -156,3 +156,13 @@ def test_the_key_must_be_a_secret_and_long():
     assert stack_problems(stack_raw("dev"), secrets=())[0].startswith("llm-infra:apiKey: the key is in plain text")
     short = stack_problems(variant(lambda r: r.update(apiKey="short")), secrets=("apiKey",))
     assert short == ["llm-infra:apiKey: 5 characters; use at least 32 random ones (`openssl rand -hex 32`)"]
+
+
+def test_traefik_with_only_vllm_routes_has_no_auth_middleware_pointing_at_a_missing_secret():
+    raw = variant(lambda r: (r["ingress"].update(controller="traefik", tls={"secretName": "llm-tls"}), r.pop("llamaStack"),
+                             r.pop("agents")), "prod")
+    run = run_secret_raw(raw, ["hfToken"])
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in run.objects()}
+    assert ("Middleware", "edge-auth") not in kinds and ("Secret", AUTH_SECRET) not in kinds
+    for ing in ingresses(run).values():
+        assert "edge-auth" not in ing["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"]
