@@ -142,6 +142,8 @@ def test_plain_http_only_when_said(dev):
      "llm-infra:ingress.routes.ollama-cod: no such Service in the stack; did you mean 'ollama-code'?"),
     (lambda r: r.pop("apiKey"), "llm-infra:ingress.auth.mode: apiKey needs the stack's key"),
     (lambda r: r["ingress"].update(auth={"mode": "oidc"}), "llm-infra:ingress.auth.oidcUrl: mode oidc needs oauth2-proxy's base URL"),
+    (lambda r: r["ingress"].update(auth={"mode": "oidc", "oidcUrl": "https://sso.example/oauth2"}),
+     "llm-infra:apiKey: with ingress.auth.mode oidc the Authorization header carries the SSO's token"),
     (lambda r: r["ingress"].update(hosts=["ollama.local", "ollama.local"]), "llm-infra:ingress.hosts: a host is listed twice"),
     (lambda r: r["ingress"].update(hosts=["https://ollama.local"]), "llm-infra:ingress.hosts: 'https://ollama.local' is not a DNS name"),
     (lambda r: r["ingress"].update(controller="haproxy"), "llm-infra:ingress.controller: Input should be 'nginx' or 'traefik'"),

@@ -120,6 +120,10 @@ def edge_problems(cfg: StackConfig, secret_keys: frozenset[str]) -> list[str]:
     if ing.auth.mode == "apiKey" and cfg.api_key is None:
         problems.append(f"{key('ingress', 'auth', 'mode')}: apiKey needs the stack's key: `pulumi config set --secret apiKey "
                         "\"$(openssl rand -hex 32)\"` (or set ingress.auth.mode to oidc, or to none explicitly)")
+    if ing.auth.mode == "oidc" and cfg.api_key is not None:
+        problems.append(f"{key('apiKey')}: with ingress.auth.mode oidc the Authorization header carries the SSO's token, so vLLM's "
+                        "own key check (VLLM_API_KEY) would refuse every signed-in request; remove apiKey (the network policies "
+                        "guard the calls inside the cluster) or use mode apiKey")
     if ing.auth.mode == "oidc" and ing.auth.oidc_url is None:
         problems.append(f"{key('ingress', 'auth', 'oidcUrl')}: mode oidc needs oauth2-proxy's base URL, e.g. https://sso.example.edu/oauth2")
     tls = ing.tls
