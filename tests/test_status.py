@@ -120,3 +120,18 @@ def test_an_unreachable_api_server_is_one_line(tmp_path):
         port = s.getsockname()[1]
     code, _, err = run(["--stack", "dev", "--kube-api", f"http://127.0.0.1:{port}", "--timeout", "2"])
     assert code == 2 and err.startswith("status: ") and len(err.strip().splitlines()) == 1
+
+
+def test_a_reserved_replica_without_a_pod_is_reported_as_reserved_not_missing():
+    import httpx
+
+    from tests.conftest import stack_of, stack_raw
+
+    stack = stack_of(stack_raw("lab"))
+    plan = status.planned(stack)
+    assert plan["vllm-llama-8b-multi-1"].reserved and not plan["vllm-llama-8b-multi-0"].reserved
+    with httpx.Client(timeout=1) as client:
+        rows = status.pod_rows(stack, [], {}, client)
+    text = {r[0] for r in rows}
+    assert "(vllm-llama-8b-multi-1: reserved, no pod until its autoscaler starts one)" in text
+    assert "(vllm-llama-8b-multi-0: no pod)" in text

@@ -39,6 +39,8 @@ class Planned:
     service: str
     kind: str
     model: str
+    reserved: bool = False
+    """A replica the plan holds room for that only its autoscaler starts (no pod is its normal state)."""
 
 
 def planned(stack: Stack) -> dict[str, Planned]:
@@ -51,7 +53,7 @@ def planned(stack: Stack) -> dict[str, Planned]:
     for v in plan.vllm:
         ep = owner[v.deployment_name]
         out[v.deployment_name] = Planned(v.deployment_name, v.node, ",".join(str(g.index) for g in v.gpus),
-                                         v.shares[0].total_bytes / GIB, ep.name, "vllm", v.served_name)
+                                         v.shares[0].total_bytes / GIB, ep.name, "vllm", v.served_name, v.reserved)
     if graph.llama_stack is not None:
         name = graph.llama_stack.endpoint.name
         out[name] = Planned(name, graph.llama_stack.node, "-", 0.0, name, "llama-stack", "")
@@ -98,7 +100,8 @@ def pod_rows(stack: Stack, pods: list[Any], urls: dict[str, str], client: httpx.
         usage = engine_usage(p, urls.get(p.service, _service_base(stack, p.service)), client)
         rows.append((pod.metadata.name, where, node + moved, ready, restarts, f"{p.vram_gib:.2f}" if p.vram_gib else "-", usage))
     for missing in sorted(set(plan) - seen):
-        rows.append((f"({missing}: no pod)", f"{plan[missing].node}/{plan[missing].gpus}", "-", "0/0", "-", "-", "-"))
+        what = "reserved, no pod until its autoscaler starts one" if plan[missing].reserved else "no pod"
+        rows.append((f"({missing}: {what})", f"{plan[missing].node}/{plan[missing].gpus}", "-", "0/0", "-", "-", "-"))
     return rows
 
 
