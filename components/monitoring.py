@@ -38,6 +38,16 @@ class MonitoringArgs:
     rules: list[AlertRule]
 
 
+def ref_id(i: int) -> str:
+    """Grafana's query ids: A ... Z, AA, AB, ..."""
+    letters = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        letters = chr(65 + r) + letters
+    return letters
+
+
 def dashboard_json(title: str, uid: str, panels: list[PanelSpec]) -> str:
     prom = DataSourceRef(type_val="prometheus", uid="${datasource}")
     board = (
@@ -51,9 +61,8 @@ def dashboard_json(title: str, uid: str, panels: list[PanelSpec]) -> str:
     for i, spec in enumerate(panels):
         panel = (Panel().title(spec.title).description(f"Reads {spec.metrics}.").datasource(prom).unit(spec.unit).min(0)
                  .grid_pos(GridPos(h=8, w=12 if i < len(panels) - 1 or len(panels) % 2 == 0 else 24, x=12 * (i % 2), y=8 * (i // 2))))
-        for ref, q in zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", q_list := list(spec.queries)):
-            panel = panel.with_target(Dataquery().ref_id(ref).expr(q.expr).legend_format(q.legend))
-        assert len(q_list) <= 26
+        for i, q in enumerate(spec.queries):
+            panel = panel.with_target(Dataquery().ref_id(ref_id(i)).expr(q.expr).legend_format(q.legend))
         board = board.with_panel(panel)
     return JSONEncoder(sort_keys=True, indent=2).encode(board.build())
 

@@ -40,11 +40,13 @@ def peer_args(peer: Peer) -> k8s.networking.v1.NetworkPolicyPeerArgs:
 
 class NetworkPolicies(pulumi.ComponentResource):
     names: list[str]
+    default_deny: k8s.networking.v1.NetworkPolicy
+    """What serving objects wait for: depending on the component would make each wait on every policy (quadratic)."""
 
     def __init__(self, name: str, args: NetworkPoliciesArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llm-infra:policy:NetworkPolicies", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        k8s.networking.v1.NetworkPolicy(
+        self.default_deny = k8s.networking.v1.NetworkPolicy(
             f"{name}-{DEFAULT_DENY}",
             metadata=meta(DEFAULT_DENY, args.namespace, labels("network-policy", DEFAULT_DENY, "policy"),
                           {"llm-infra/why": "nothing in the namespace talks or is talked to unless a rule below allows it"}),

@@ -82,7 +82,7 @@ class Topology(pulumi.ComponentResource):
         if cfg.network_policy.enabled:
             # Before any serving pod: a pod never runs without its policies.
             depends.append(NetworkPolicies("network-policies", NetworkPoliciesArgs(
-                cfg.namespace, policy_rules(cfg, graph, list(stack.routes))), opts=in_ns))
+                cfg.namespace, policy_rules(cfg, graph, list(stack.routes))), opts=in_ns).default_deny)
         self.api_key_secret = None
         if cfg.api_key is not None:
             self.api_key_secret = API_KEY_SECRET

@@ -88,9 +88,17 @@ def panels(cfg: StackConfig, plan: Plan) -> list[PanelSpec]:
         _percentiles("End-to-end request latency (p50, p95)", "vllm:e2e_request_latency_seconds", s),
     ]
     if cfg.monitoring.gpu_metrics:
+        out += _gpu_panels(plan)
+    return out
+
+
+def _gpu_panels(plan: Plan) -> list[PanelSpec]:
+    """One panel per node: each GPU's memory used, and the plan's figure for it as a flat line."""
+    out = []
+    for node in dict.fromkeys(g.gpu.node for g in plan.gpus if g.pods):
         queries: list[Query] = []
         for g in plan.gpus:
-            if not g.pods:
+            if not g.pods or g.gpu.node != node:
                 continue
             where = f"{g.gpu.node}/{g.gpu.index}"
             # Joined to the pods by the plan, which pinned them there: it holds in every gpuSharing mode, where DCGM's own
@@ -98,7 +106,7 @@ def panels(cfg: StackConfig, plan: Plan) -> list[PanelSpec]:
             holders = ", ".join(dict.fromkeys(p.workload for p in g.pods))
             queries.append(Query(f'max(DCGM_FI_DEV_FB_USED{{Hostname="{g.gpu.node}", gpu="{g.gpu.index}"}})', f"{where} used ({holders})"))
             queries.append(Query(f"vector({round(g.allocated_bytes / MIB)})", f"{where} plan"))
-        out.append(PanelSpec("GPU memory used, next to the plan (MiB)", "decmbytes", tuple(queries),
+        out.append(PanelSpec(f"GPU memory on {node}, next to the plan (MiB)", "decmbytes", tuple(queries),
                              "DCGM_FI_DEV_FB_USED; the plan's allocated MiB per GPU"))
     return out
 

@@ -115,7 +115,7 @@ def test_the_dashboard_has_the_panels_and_the_plan_next_to_each_gpu():
     titles = [p["title"] for p in board["panels"]]
     assert titles == [p.title for p in panels(s.config, s.plan)] == [
         "Requests per second", "Running and waiting requests", "KV cache usage", "Time to first token (p50, p95)",
-        "Generated tokens per second", "End-to-end request latency (p50, p95)", "GPU memory used, next to the plan (MiB)"]
+        "Generated tokens per second", "End-to-end request latency (p50, p95)", "GPU memory on a100-node, next to the plan (MiB)"]
     gpu = board["panels"][-1]
     plan_lines = {t["legendFormat"]: t["expr"] for t in gpu["targets"] if t["legendFormat"].endswith(" plan")}
     assert plan_lines == {f"a100-node/{g.gpu.index} plan": f"vector({round(g.allocated_bytes / 2**20)})" for g in s.plan.gpus}
@@ -135,3 +135,9 @@ def test_selector_labels_reach_monitors_and_rules():
     for o in run.objects():
         if o["kind"] in ("ServiceMonitor", "PrometheusRule"):
             assert o["metadata"]["labels"]["release"] == "kps"
+
+
+def test_query_ids_never_run_out():
+    from components.monitoring import ref_id
+
+    assert [ref_id(i) for i in (0, 1, 25, 26, 27, 51, 52, 701, 702)] == ["A", "B", "Z", "AA", "AB", "AZ", "BA", "ZZ", "AAA"]
