@@ -2,10 +2,11 @@
 
 The plan places every replica up to `autoscale.maxReplicas` on its own GPUs and counts them (printed
 as reserved). A reserved replica is a Deployment with 0 pods; its ScaledObject (KEDA 2.x, `keda.sh/v1alpha1`)
-starts its one pod, on the GPUs reserved for it, when more than k x `waitingPerReplica` requests wait
-across the model (vLLM's `vllm:num_requests_waiting`, from Prometheus), k being its place among the
-reserved replicas, and stops it after the cooldown: the model's start-up budget, so a replica that takes
-minutes to load is not stopped and started again on every lull.
+starts its one pod, on the GPUs reserved for it, when the model's requests in flight (vLLM's
+`vllm:num_requests_running` + `vllm:num_requests_waiting`, from Prometheus) pass (replicas + k - 1) x
+`requestsPerReplica`, k being its place among the reserved replicas, and stops it once demand stays below
+that for the cooldown: the model's start-up budget, so a replica that takes minutes to load is not stopped
+and started again on every lull.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from components.labels import labels, meta
 POLLING_SECONDS = 15
 
 
-def scaled_object_spec(deployment: str, query: str, prometheus_url: str, waiting: int, step: int, cooldown_seconds: int
+def scaled_object_spec(deployment: str, query: str, prometheus_url: str, per_replica: int, carried_by: int, cooldown_seconds: int
                        ) -> dict[str, object]:
+    """`carried_by`: the replicas that carry the load before this one starts (the running ones and earlier reserved ones)."""
     return {
         "scaleTargetRef": {"name": deployment},
         "minReplicaCount": 0,
@@ -31,9 +33,9 @@ def scaled_object_spec(deployment: str, query: str, prometheus_url: str, waiting
             "metadata": {
                 "serverAddress": prometheus_url,
                 "query": query,
-                "threshold": str(waiting),
-                # The k-th reserved replica starts when more than k x waitingPerReplica requests wait.
-                "activationThreshold": str(waiting * step),
+                "threshold": str(per_replica),
+                # Starts when demand passes what the replicas before it carry (KEDA: active when the value exceeds it).
+                "activationThreshold": str(per_replica * carried_by),
             },
         }],
     }

@@ -12,7 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.labels import labels, meta
-from stacks.edge import DEFAULT_DENY, PRIVATE_RANGES, Allow, Peer
+from stacks.edge import DEFAULT_DENY, PRIVATE_RANGES, PRIVATE_RANGES_V6, Allow, Peer
 
 DNS_POD_LABELS = {"k8s-app": "kube-dns"}
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -25,17 +25,18 @@ class NetworkPoliciesArgs:
     rules: list[Allow]
 
 
-def peer_args(peer: Peer) -> k8s.networking.v1.NetworkPolicyPeerArgs:
+def peer_args(peer: Peer) -> list[k8s.networking.v1.NetworkPolicyPeerArgs]:
     if peer.kind == "pods":
-        return k8s.networking.v1.NetworkPolicyPeerArgs(pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(peer.labels)))
+        return [k8s.networking.v1.NetworkPolicyPeerArgs(pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(peer.labels)))]
     if peer.kind == "cidr":
-        return k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr=peer.cidr))
-    if peer.kind == "internet":
-        return k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr="0.0.0.0/0", except_=list(PRIVATE_RANGES)))
+        return [k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr=peer.cidr))]
+    if peer.kind == "internet":  # IPv4 and, for dual-stack clusters, IPv6
+        return [k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr=cidr, except_=list(private)))
+                for cidr, private in (("0.0.0.0/0", PRIVATE_RANGES), ("::/0", PRIVATE_RANGES_V6))]
     ns = k8s.meta.v1.LabelSelectorArgs(match_labels={NAMESPACE_NAME_LABEL: peer.namespace})
     if peer.kind == "dns":
-        return k8s.networking.v1.NetworkPolicyPeerArgs(namespace_selector=ns, pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=DNS_POD_LABELS))
-    return k8s.networking.v1.NetworkPolicyPeerArgs(namespace_selector=ns)
+        return [k8s.networking.v1.NetworkPolicyPeerArgs(namespace_selector=ns, pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=DNS_POD_LABELS))]
+    return [k8s.networking.v1.NetworkPolicyPeerArgs(namespace_selector=ns)]
 
 
 class NetworkPolicies(pulumi.ComponentResource):
@@ -57,7 +58,7 @@ class NetworkPolicies(pulumi.ComponentResource):
         self.names = [DEFAULT_DENY]
         for rule in args.rules:
             ports = [k8s.networking.v1.NetworkPolicyPortArgs(protocol=proto, port=port) for proto, port in rule.ports]
-            peers = [peer_args(p) for p in rule.peers]
+            peers = [a for p in rule.peers for a in peer_args(p)]
             spec = k8s.networking.v1.NetworkPolicySpecArgs(
                 pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(rule.pod) or None),
                 policy_types=["Ingress" if rule.direction == "ingress" else "Egress"],

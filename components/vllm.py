@@ -23,7 +23,7 @@ from components.labels import labels, meta, selector
 from components.model_cache import MOUNT_PATH, ModelCache
 from components.pods import check_cache, disruption_budget, gpu_pod_spec, hardened, no_surge, pull_policy
 from stacks.catalog import VLLM
-from stacks.observability import waiting_query
+from stacks.observability import demand_query
 from stacks.config import GpuSharing, PodSecurity, Vllm
 from stacks.edge import API_KEY_KEY, SERVICE_LABEL
 from stacks.plan import VllmWorkload, shm_gib
@@ -122,8 +122,8 @@ class VllmModel(pulumi.ComponentResource):
         self.deployments = [self._deployment(name, args, w, svc_labels, scrape) for w in args.replicas]
         reserved = [(w, d) for w, d in zip(args.replicas, self.deployments) if w.reserved]
         for step, (w, d) in enumerate(reserved, start=1):
-            spec = scaled_object_spec(w.deployment_name, waiting_query(args.namespace, w.served_name), args.prometheus_url,
-                                      w.spec.autoscale.waiting_per_replica, step,  # type: ignore[union-attr]
+            spec = scaled_object_spec(w.deployment_name, demand_query(args.namespace, w.served_name), args.prometheus_url,
+                                      w.spec.autoscale.requests_per_replica, w.spec.replicas + step - 1,  # type: ignore[union-attr]
                                       max(300, vllm_startup_seconds(w, args.timing)))
             scaled_object(f"{name}-{w.replica}-scaler", w.deployment_name, args.namespace, spec, self, [d])
         self.service = k8s.core.v1.Service(

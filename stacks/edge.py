@@ -29,8 +29,13 @@ AUTH_MIDDLEWARE = "edge-auth"
 DEFAULT_DENY = "default-deny"
 API_KEY_SECRET = "llm-infra-api-key"
 API_KEY_KEY = "api-key"
+ACME_SOLVER_LABEL = "acme.cert-manager.io/http01-solver"
+ACME_SOLVER_PORT = 8089
+"""cert-manager's HTTP-01 solver pods: their label and port."""
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
 """Left out of the download egress: the internet, not the cluster, the node network or the cloud metadata service."""
+PRIVATE_RANGES_V6 = ("fc00::/7", "fe80::/10")
+"""The same for IPv6 (unique-local and link-local), for dual-stack clusters."""
 
 Auth = Literal["basic", "backend", "oidc", "none"]
 
@@ -204,6 +209,10 @@ def policy_rules(cfg: StackConfig, graph: ServiceGraph, routes: list[IngressRout
         ports = tuple(sorted({("TCP", pod_port(servers[t])) for t in targets}))
         rules.append(Allow(f"allow-from-{client.replace(':', '-')}", client_labels(client), "egress", peers, ports,
                            f"{client} calls {', '.join(sorted(targets))}"))
+    if cfg.ingress is not None and cfg.ingress.tls.enabled and cfg.ingress.tls.cluster_issuer and controller_ns:
+        # cert-manager's HTTP-01 solver pod answers the CA's challenge in this namespace, through the ingress controller.
+        rules.append(Allow("allow-acme-solver", ((ACME_SOLVER_LABEL, "true"),), "ingress", (Peer("namespace", namespace=controller_ns),),
+                           (("TCP", ACME_SOLVER_PORT),), "cert-manager's HTTP-01 challenge, from the ingress controller"))
     if np.download_egress:
         for name in downloaders(graph):
             rules.append(Allow(f"allow-download-{name}", ((SERVICE_LABEL, name),), "egress", (Peer("internet"),),

@@ -145,14 +145,16 @@ def alert_rules(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[Alert
     return rules
 
 
-def waiting_query(namespace: str, served_name: str) -> str:
-    """Requests waiting across every pod of one model (the scrape adds `namespace`; vLLM labels `model_name`): what the
-    reserved replicas' ScaledObjects ask Prometheus."""
-    return f'sum(vllm:num_requests_waiting{{namespace="{namespace}", model_name="{served_name}"}})'
+def demand_query(namespace: str, served_name: str) -> str:
+    """Requests in flight across every pod of one model, running and waiting (the scrape adds `namespace`; vLLM labels
+    `model_name`): what the reserved replicas' ScaledObjects ask Prometheus. Running requests count, so a replica that
+    took half the load keeps its trigger active instead of switching itself off once nothing waits."""
+    sel = f'{{namespace="{namespace}", model_name="{served_name}"}}'
+    return f"sum(vllm:num_requests_running{sel}) + sum(vllm:num_requests_waiting{sel})"
 
 
 def expressions(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[str]:
     """Every PromQL expression the stack ships (dashboard, alerts, autoscalers), for the tests."""
     exprs = [q.expr for p in panels(cfg, plan) for q in p.queries] + [r.expr for r in alert_rules(cfg, plan, graph)]
-    exprs += [waiting_query(cfg.namespace, w.served_name) for w in plan.vllm if w.reserved]
+    exprs += [demand_query(cfg.namespace, w.served_name) for w in plan.vllm if w.reserved]
     return exprs

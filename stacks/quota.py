@@ -39,7 +39,18 @@ def pod_requests(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[PodR
                                v.spec.tensor_parallel if exclusive else 0))
     if graph.llama_stack is not None and cfg.llama_stack is not None:
         pods.append(PodRequest(cfg.llama_stack.cpu, round(cfg.llama_stack.memory_gib * 1024)))
+    if _acme(cfg):
+        pods.append(ACME_SOLVER)
     return pods
+
+
+ACME_SOLVER = PodRequest(0.1, 128)
+"""cert-manager's HTTP-01 solver pod, while a certificate is issued (at most the LimitRange's default requests)."""
+
+
+def _acme(cfg: StackConfig) -> bool:
+    """cert-manager issues the certificate in the stack's namespace: its solver pod and Service, a temporary key Secret."""
+    return cfg.ingress is not None and cfg.ingress.tls.enabled and cfg.ingress.tls.cluster_issuer is not None
 
 
 def quota(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> dict[str, str]:
@@ -57,5 +68,10 @@ def quota(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> dict[str, str]:
         if c.kind in COUNTED:
             counts[COUNTED[c.kind]] = counts.get(COUNTED[c.kind], 0) + 1
     counts["configmaps"] = counts.get("configmaps", 0) + 1  # kube-root-ca.crt
+    if cfg.ingress is not None and cfg.ingress.tls.enabled:
+        # The TLS Secret (yours, or cert-manager's), and with cert-manager its temporary private key and solver Service.
+        counts["secrets"] = counts.get("secrets", 0) + 1 + (1 if _acme(cfg) else 0)
+        if _acme(cfg):
+            counts["services"] = counts.get("services", 0) + 1
     hard.update({k: str(v) for k, v in counts.items()})
     return dict(sorted(hard.items()))

@@ -116,6 +116,8 @@ def test_dns_and_weight_downloads_but_no_node_or_metadata_access(world):
         assert policies.allowed(pod, INTERNET, 443, stack_ns=ns), name  # downloadEgress defaults to true
         assert not policies.allowed(pod, INTERNET, 80, stack_ns=ns)
         assert not policies.allowed(pod, NODE, 443, stack_ns=ns) and not policies.allowed(pod, METADATA, 80, stack_ns=ns)
+        assert policies.allowed(pod, Address("2600:1f18::1"), 443, stack_ns=ns)  # dual-stack: the IPv6 internet too
+        assert not policies.allowed(pod, Address("fd00::5"), 443, stack_ns=ns)  # not unique-local addresses
 
 
 def test_download_egress_switches_off_once_the_cache_is_warm():
@@ -160,3 +162,16 @@ def test_node_cidrs_let_the_kubelet_probe_every_server_and_nothing_else():
         assert not policies.allowed(pod, NODE, 443, stack_ns=ns)  # in only: the pods still cannot reach the node
     assert any(p.startswith("llm-infra:networkPolicy.nodeCidrs[0]: '10.0.0.1/24' is not a CIDR")
                for p in problems_of(variant(lambda r: r["networkPolicy"].update(nodeCidrs=["10.0.0.1/24"]))))
+
+
+def test_cert_manager_s_solver_answers_the_ingress_controller_only_when_it_issues():
+    raw = stack_raw("prod")  # tls.clusterIssuer
+    objects = run_secret_raw(raw, ["hfToken"]).objects()
+    policies = Policies(objects)
+    solver = Pod("llama-serve", {"acme.cert-manager.io/http01-solver": "true"})
+    assert policies.allowed(Pod("ingress-nginx", {"app": "controller"}), solver, 8089, stack_ns="llama-serve")
+    assert not policies.allowed(Pod("default", {}), solver, 8089, stack_ns="llama-serve")
+    assert not policies.allowed(solver, Pod("llama-serve", {"llm-infra/service": "vllm-llama-3b"}), 8000, stack_ns="llama-serve")
+    dev = Policies(run_raw(stack_raw("dev")).objects())  # a TLS Secret of its own: no solver, no rule
+    assert not dev.allowed(Pod("kube-system", {}), Pod("llama3-multi-adapter", {"acme.cert-manager.io/http01-solver": "true"}),
+                           8089, stack_ns="llama3-multi-adapter")

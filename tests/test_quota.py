@@ -22,7 +22,8 @@ def test_dev_quota_holds_the_plan_and_one_rolling_pod_more(dev_run):
     assert all(hard[k] == str(v) for k, v in counted.items())
     # ollama-ensure-model, the Grafana dashboard, and the kube-root-ca.crt every namespace gets
     assert hard["configmaps"] == str(2 + 1)
-    assert hard["secrets"] == str(2)  # the API key and the ingress's htpasswd line
+    # the API key, the ingress's htpasswd line and the TLS Secret the stack uses (ollama-local-tls, made by you)
+    assert hard["secrets"] == str(3)
     assert "requests.nvidia.com/gpu" not in hard  # visible-devices: no GPU requests to count
 
 
@@ -52,7 +53,8 @@ def test_every_pod_fits_the_quota_even_while_one_rolls():
         assert mem + biggest[0] <= int(hard["requests.memory"].removesuffix("Mi"))
         # every planned pod, a reserved replica (0 pods until its autoscaler starts it) included, and one rolling pod
         reserved = sum(1 for o in run.objects() if o["kind"] == "ScaledObject")
-        assert int(hard["pods"]) == sum(d["spec"]["replicas"] for d in pod_templates(run)) + reserved + 1
+        acme = 1 if raw.get("ingress", {}).get("tls", {}).get("clusterIssuer") else 0  # cert-manager's solver pod
+        assert int(hard["pods"]) == sum(d["spec"]["replicas"] for d in pod_templates(run)) + reserved + acme + 1
 
 
 def test_exclusive_mode_counts_gpus_and_dra_counts_claims():
@@ -93,3 +95,12 @@ def test_no_quota_in_a_namespace_the_stack_does_not_own():
     kinds = {o["kind"] for o in run.objects()}
     assert "ResourceQuota" not in kinds and "LimitRange" not in kinds and "Namespace" not in kinds
     assert "PodDisruptionBudget" in kinds
+
+
+def test_cert_manager_has_room_to_issue():
+    """Its solver pod and Service and a temporary key Secret live in the namespace while it issues the certificate."""
+    prod = run_secret_raw(stack_raw("prod"), ["hfToken"])
+    hard = prod.find("ResourceQuota", "llm-infra-quota")["spec"]["hard"]
+    rendered = {k: sum(1 for o in prod.objects() if o["kind"] == kind) for k, kind in (("secrets", "Secret"), ("services", "Service"))}
+    assert int(hard["secrets"]) == rendered["secrets"] + 2  # the certificate's Secret and cert-manager's temporary key
+    assert int(hard["services"]) == rendered["services"] + 1  # the HTTP-01 solver's Service

@@ -165,8 +165,11 @@ def test_replicas_are_separate_pinned_pods_behind_one_service(lab):
     assert scaler["scaleTargetRef"] == {"name": "vllm-llama-8b-multi-1"}
     assert (scaler["minReplicaCount"], scaler["maxReplicaCount"]) == (0, 1)
     trigger = scaler["triggers"][0]
-    assert trigger["type"] == "prometheus" and trigger["metadata"]["activationThreshold"] == "4"
-    assert trigger["metadata"]["query"] == 'sum(vllm:num_requests_waiting{namespace="llm-lab", model_name="llama-8b-multi"})'
+    # the reserved replica starts when the in-flight requests pass what the one running replica carries (24)
+    assert trigger["type"] == "prometheus" and trigger["metadata"]["activationThreshold"] == "24"
+    assert trigger["metadata"]["threshold"] == "24"
+    assert trigger["metadata"]["query"] == ('sum(vllm:num_requests_running{namespace="llm-lab", model_name="llama-8b-multi"}) + '
+                                            'sum(vllm:num_requests_waiting{namespace="llm-lab", model_name="llama-8b-multi"})')
     assert trigger["metadata"]["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
     # scale-down waits the model's start-up budget, so a replica that takes minutes to load does not thrash
     budget = next(c for c in deps[1]["spec"]["template"]["spec"]["containers"])["startupProbe"]

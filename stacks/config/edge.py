@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 PATH = r"^/[A-Za-z0-9._~/-]*$"
 URL = r"^https?://[^\s]+$"
 API_KEY_MIN_CHARS = 32
+API_KEY_MAX_BYTES = 72
+"""bcrypt's limit (pyca bcrypt 5 refuses a longer password)."""
 CONTROLLER_NAMESPACE = {"nginx": "ingress-nginx", "traefik": "traefik"}
 """Where each controller's own chart installs it (ingress-nginx's and Traefik's Helm charts); k3s runs Traefik in kube-system."""
 
@@ -114,6 +116,9 @@ def edge_problems(cfg: StackConfig, secret_keys: frozenset[str]) -> list[str]:
         elif len(cfg.api_key) < API_KEY_MIN_CHARS and not cfg.api_key.startswith("<secret:"):
             problems.append(f"{key('apiKey')}: {len(cfg.api_key)} characters; use at least {API_KEY_MIN_CHARS} random ones "
                             "(`openssl rand -hex 32`)")
+        elif len(cfg.api_key.encode()) > API_KEY_MAX_BYTES:
+            problems.append(f"{key('apiKey')}: {len(cfg.api_key.encode())} bytes; bcrypt (the ingress's htpasswd line) takes at "
+                            f"most {API_KEY_MAX_BYTES}: use `openssl rand -hex 32` (64 characters)")
     ing = cfg.ingress
     if ing is None:
         return problems

@@ -19,8 +19,9 @@ class VllmAutoscale(_Model):
     max_replicas: int = Field(ge=2, le=64)
     """Replicas at most: the plan places and reserves GPUs for every one (printed as reserved); those above `replicas`
     start at 0 pods and KEDA starts them, each on its reserved GPUs, when requests wait."""
-    waiting_per_replica: int = Field(default=4, ge=1)
-    """Requests waiting (`vllm:num_requests_waiting`, summed over the model's pods) that start one more reserved replica."""
+    requests_per_replica: int = Field(default=16, ge=1)
+    """Requests in flight (running + waiting, summed over the model's pods) one replica carries: the k-th reserved replica
+    starts when demand passes (replicas + k - 1) x this, and stops once it stays below for the cooldown."""
 
 
 class VllmModel(_Model):
