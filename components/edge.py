@@ -64,14 +64,14 @@ def nginx_annotations(route: IngressRoute, ingress: Ingress, first: bool) -> dic
         a |= {f"{NGINX}/auth-type": "basic", f"{NGINX}/auth-secret": AUTH_SECRET, f"{NGINX}/auth-realm": REALM}
     elif route.auth == "oidc":
         url = (ingress.auth.oidc_url or "").rstrip("/")
-        a |= {f"{NGINX}/auth-url": f"{url}/auth", f"{NGINX}/auth-signin": f"{url}/start?rd=$escaped_request_uri",
+        a |= {f"{NGINX}/auth-url": f"{url}/auth", f"{NGINX}/auth-signin": f"{url}/start?rd=$scheme://$host$escaped_request_uri",
               f"{NGINX}/auth-response-headers": ",".join(AUTH_USER_HEADERS)}
     if first and ingress.tls.cluster_issuer:
         a[CLUSTER_ISSUER] = ingress.tls.cluster_issuer
     return a
 
 
-def traefik_middlewares(route: IngressRoute, ingress: Ingress) -> list[tuple[str, dict[str, object]]]:
+def traefik_middlewares(route: IngressRoute) -> list[tuple[str, dict[str, object]]]:
     """(name, spec) of the route's own Middlewares, in the order they run (rate limit first, prefix last)."""
     specs: list[dict[str, object]] = [
         {"rateLimit": {"average": route.rate_limit, "burst": route.rate_limit * BURST_MULTIPLIER, "period": "1s"}}]
@@ -118,10 +118,11 @@ class Edge(pulumi.ComponentResource):
             annotations: dict[str, str]
             if ing.controller == "nginx":
                 annotations = nginx_annotations(route, ing, first=i == 0)
-                path, path_type = f"{route.path}(/|$)(.*)", "ImplementationSpecific"
+                path, path_type = route.nginx_path, "ImplementationSpecific"
             else:
-                chain = [n for n, spec in traefik_middlewares(route, ing)]
-                for mw_name, spec in traefik_middlewares(route, ing):
+                own = traefik_middlewares(route)
+                chain = [n for n, _ in own]
+                for mw_name, spec in own:
                     self._middleware(name, mw_name, ns, spec)
                 if auth_mw is not None and route.auth in ("basic", "oidc"):
                     chain.insert(1, AUTH_MIDDLEWARE)

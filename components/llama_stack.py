@@ -146,6 +146,8 @@ class LlamaStackArgs:
     security: PodSecurity = PodSecurity()
     api_key_secret: str | None = None
     """The stack's API key Secret: the vLLM providers send it as their Bearer token."""
+    offline: bool = False
+    """networkPolicy.downloadEgress is off: HF_HUB_OFFLINE=1 (the embedding model comes from the cache only)."""
 
 
 class LlamaStack(pulumi.ComponentResource):
@@ -172,7 +174,8 @@ class LlamaStack(pulumi.ComponentResource):
         )
         health = k8s.core.v1.HTTPGetActionArgs(path=LLAMA_STACK.health_path, port="http")
         memory = f"{round(args.memory_gib * 1024)}Mi"
-        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted({**state_env(), "HOME": HOME_DIR}.items())]
+        offline = {"HF_HUB_OFFLINE": "1"} if args.offline else {}
+        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted({**state_env(), "HOME": HOME_DIR, **offline}.items())]
         if args.api_key_secret:
             # Llama Stack reads provider credentials only through ${env.X} in its config.
             env.append(k8s.core.v1.EnvVarArgs(name=API_TOKEN_ENV, value_from=k8s.core.v1.EnvVarSourceArgs(

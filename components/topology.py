@@ -117,7 +117,7 @@ class Topology(pulumi.ComponentResource):
             LlamaStack(
                 "llama-stack",
                 LlamaStackArgs(cfg.namespace, ls.image, graph.llama_stack, cache, ls.cpu, ls.memory_gib, cfg.pod_security,
-                               self.api_key_secret),
+                               self.api_key_secret, offline=not cfg.network_policy.download_egress),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends, *models]),
             )
         self.agents = {}
@@ -153,7 +153,8 @@ class Topology(pulumi.ComponentResource):
         for model, replicas in sorted(by_model.items()):
             aliases = tuple((ep.name, ep.port) for ep in graph.endpoints.values() if ep.alias_of == replicas[0].service_name)
             server = VllmModelArgs(cfg.namespace, vllm.image, replicas, cfg.gpu_sharing, cache, vllm, secret_name,
-                                   cfg.pod_security, self.api_key_secret, aliases, cfg.monitoring.prometheus_url)
+                                   cfg.pod_security, self.api_key_secret, aliases, cfg.monitoring.prometheus_url,
+                                   offline=not cfg.network_policy.download_egress)
             if shield is not None and shield.model.key == model:
                 models.append(SafetyModel(f"safety-{model}", SafetyModelArgs(server, shield), opts=serving))
             else:

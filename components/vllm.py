@@ -103,9 +103,11 @@ class VllmModelArgs:
     api_key_secret: str | None = None
     """Name of the Secret holding the stack's API key: vLLM checks it as a Bearer token on /v1 (VLLM_API_KEY)."""
     aliases: tuple[tuple[str, int], ...] = ()
-    prometheus_url: str = ""
-    """What KEDA asks for the model's waiting requests (monitoring.prometheusUrl), for the reserved replicas' ScaledObjects."""
     """Further Services (name, port) selecting the same pods: the adapter pool's task URLs (ollama-<role>:11434)."""
+    prometheus_url: str = ""
+    """What KEDA asks for the model's requests in flight (monitoring.prometheusUrl), for the reserved replicas' ScaledObjects."""
+    offline: bool = False
+    """networkPolicy.downloadEgress is off: HF_HUB_OFFLINE=1, so the Hub client does not wait on blocked connections."""
 
 
 class VllmModel(pulumi.ComponentResource):
@@ -128,7 +130,8 @@ class VllmModel(pulumi.ComponentResource):
             scaled_object(f"{name}-{w.replica}-scaler", w.deployment_name, args.namespace, spec, self, [d])
         self.service = k8s.core.v1.Service(
             f"{name}-service",
-            metadata=meta(first.service_name, args.namespace, svc_labels, scrape),
+            # Scrape annotations on the pods only: a Prometheus that reads both would count every series twice.
+            metadata=meta(first.service_name, args.namespace, svc_labels),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP",
                 selector=selector(svc_labels),
@@ -161,6 +164,8 @@ class VllmModel(pulumi.ComponentResource):
         shm = shm_gib(s)
         memory = f"{round((s.memory_gib + shm) * 1024)}Mi"
         token_env = {"HF_TOKEN_PATH": f"{HF_TOKEN_DIR}/token"} if args.hf_token_secret else {}
+        if args.offline:
+            token_env["HF_HUB_OFFLINE"] = "1"  # huggingface_hub constants.py: serve from the cache, never call the Hub
         env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted({**vllm_env(budget), **gpu.env, **token_env}.items())]
         if args.api_key_secret:
             # vLLM 0.33 takes its key from --api-key (visible in the pod spec and `ps`) or VLLM_API_KEY (envs.py:829,

@@ -55,8 +55,15 @@ class IngressRoute:
 
     @property
     def strip(self) -> str:
-        """The prefix the ingress removes (the public path without the backend's own prefix)."""
-        return self.path[: len(self.path) - len(self.backend_prefix)] if self.backend_prefix else self.path
+        """The prefix the ingress removes (the public path without the backend's own prefix; nothing at the root)."""
+        prefix = self.path[: len(self.path) - len(self.backend_prefix)] if self.backend_prefix else self.path
+        return "" if prefix == "/" else prefix
+
+    @property
+    def nginx_path(self) -> str:
+        """The route as ingress-nginx's regex location: the prefix (dots escaped), then the rest captured as $2."""
+        # Paths hold letters, digits and . _ ~ / - (config pattern): only the dot means something in a regex.
+        return "/()(.*)" if self.path == "/" else self.path.replace(".", "\\.") + "(/|$)(.*)"
 
     @property
     def slug(self) -> str:
@@ -105,9 +112,10 @@ def ingress_routes(cfg: StackConfig, graph: ServiceGraph) -> list[IngressRoute]:
             continue
         path, backend = default_path(ep)
         if over is not None and over.path:
-            path = over.path.rstrip("/") or "/"
+            path = over.path.rstrip("/")
             if backend and not path.endswith(backend):
-                path = f"{path}{backend}"
+                path = f"{path}{backend}"  # the backend's own prefix stays published: `/` -> `/v1`
+            path = path or "/"
         mode = ing.auth.mode
         auth: Auth = "none" if mode == "none" else "oidc" if mode == "oidc" else "backend" if ep.kind == "vllm" else "basic"
         rate = over.rate_limit if over is not None and over.rate_limit else ing.rate_limit

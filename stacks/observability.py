@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stacks.config import StackConfig
+from stacks.config import StackConfig, Vllm
 from stacks.graph import Endpoint, ServiceGraph
 from stacks.plan import Plan
+from stacks.timing import ollama_rollout_seconds, vllm_startup_seconds
 
 MIB = 2**20
 RATE_WINDOW = "5m"
@@ -124,15 +125,19 @@ def alert_rules(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[Alert
         AlertRule("LlmPodRestarting", f"increase(kube_pod_container_status_restarts_total{s}[15m]) > 2", "0m", "warning",
                   "{{ $labels.pod }}/{{ $labels.container }} restarted more than twice in 15 minutes"),
     ]
+    reserved = {v.deployment_name for v in plan.vllm if v.reserved}
+    budgets = start_budgets(cfg, plan)
     for name, ep in sorted(graph.endpoints.items()):
         if ep.alias_of is not None:
             continue
-        running = [w for w in ep.workloads if w not in {v.deployment_name for v in plan.vllm if v.reserved}]
-        deployments = "|".join(running)
+        running = [w for w in ep.workloads if w not in reserved]
+        # A rollout replaces a single pod without a surge: no ready pod for a whole start-up is normal then.
+        wait = max([300] + [budgets.get(w, 0) for w in running])
         rules.append(AlertRule(
             "LlmServiceHasNoReadyPod",
-            f'sum(kube_deployment_status_replicas_available{{namespace="{ns}", deployment=~"{deployments}"}}) == 0',
-            "5m", "critical", f"Service {name} has had no ready pod for 5 minutes: its clients get errors", (("service", name),)))
+            f'sum(kube_deployment_status_replicas_available{{namespace="{ns}", deployment=~"{"|".join(running)}"}}) == 0',
+            f"{wait}s", "critical", f"Service {name} has had no ready pod for longer than its start-up ({wait} s): its clients "
+            "get errors", (("service", name),)))
     if cfg.monitoring.gpu_metrics:
         for g in plan.gpus:
             if g.pods:
@@ -143,6 +148,16 @@ def alert_rules(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[Alert
                     f"GPU {g.gpu.node}/{g.gpu.index} uses more than the {planned} MiB the plan gave its pods: something outside the "
                     "plan runs there, or an estimate is off (make status)", (("gpu", f"{g.gpu.node}/{g.gpu.index}"),)))
     return rules
+
+
+def start_budgets(cfg: StackConfig, plan: Plan) -> dict[str, int]:
+    """Each Deployment's start-up budget in seconds (stacks/timing.py): how long it may rightly have no ready pod."""
+    out = {}
+    if cfg.ollama is not None:
+        out.update({w.deployment_name: ollama_rollout_seconds(w, cfg.ollama.pull_mib_per_second, cfg.ollama.server_start_seconds)
+                    for w in plan.workloads})
+    out.update({v.deployment_name: vllm_startup_seconds(v, cfg.vllm or Vllm()) for v in plan.vllm})
+    return out
 
 
 def demand_query(namespace: str, served_name: str) -> str:

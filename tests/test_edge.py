@@ -112,7 +112,8 @@ def test_oidc_sends_every_route_to_oauth2_proxy():
     nginx = run_secret_raw(variant(lambda r: r["ingress"].update(controller="nginx"), "lab"), ["hfToken"])
     a = ingresses(nginx)["edge-vllm-llama-8b"]["metadata"]["annotations"]
     assert a["nginx.ingress.kubernetes.io/auth-url"] == "https://sso.university.local/oauth2/auth"
-    assert a["nginx.ingress.kubernetes.io/auth-signin"] == "https://sso.university.local/oauth2/start?rd=$escaped_request_uri"
+    # back to the page asked for, on this host (oauth2-proxy runs on another: its --whitelist-domain must allow it)
+    assert a["nginx.ingress.kubernetes.io/auth-signin"] == "https://sso.university.local/oauth2/start?rd=$scheme://$host$escaped_request_uri"
 
 
 def test_route_overrides_path_rate_and_off():
@@ -168,3 +169,19 @@ def test_traefik_with_only_vllm_routes_has_no_auth_middleware_pointing_at_a_miss
     assert ("Middleware", "edge-auth") not in kinds and ("Secret", AUTH_SECRET) not in kinds
     for ing in ingresses(run).values():
         assert "edge-auth" not in ing["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"]
+
+
+def test_root_and_dotted_paths_stay_well_formed():
+    import re as regex
+
+    raw = variant(lambda r: r["ingress"].update(routes={"ollama-base": {"path": "/"}, "ollama-code": {"path": "/code.v2"}}))
+    by = {r.service: r for r in stack_of(raw).routes}
+    base, code = by["ollama-base"], by["ollama-code"]
+    assert (base.path, base.strip, base.nginx_path) == ("/", "", "/()(.*)")
+    m = regex.fullmatch(base.nginx_path, "/api/tags")
+    assert m and "/" + m.group(2) == "/api/tags"  # rewrite-target /$2
+    assert regex.fullmatch(code.nginx_path, "/code.v2/api/tags") and not regex.fullmatch(code.nginx_path, "/codexv2/api/tags")
+    stack = stack_of(variant(lambda r: r["ingress"].update(routes={"llamastack-server": {"path": "/"}}), "prod"))
+    assert next(r for r in stack.routes if r.service == "llamastack-server").path == "/v1"  # not //v1
+    traefik = run_raw(raw)
+    assert not [o for o in traefik.objects() if o["kind"] == "Middleware" and o["metadata"]["name"] == "edge-ollama-base-strip"]

@@ -125,6 +125,14 @@ def test_download_egress_switches_off_once_the_cache_is_warm():
     objects = run_raw(raw).objects()
     policies, pods = Policies(objects), pods_of(objects)
     assert not any(policies.allowed(p, INTERNET, 443, stack_ns=raw["namespace"]) for p in pods.values())
+    # ... and the Hugging Face client is told so, instead of waiting on connections the policies drop
+    prod = run_secret_raw(variant(lambda r: r.update(networkPolicy={"downloadEgress": False}), "prod"), ["hfToken"])
+    for d in (o for o in prod.objects() if o["kind"] == "Deployment"):
+        env = {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["HF_HUB_OFFLINE"] == "1", d["metadata"]["name"]
+    online = run_secret_raw(stack_raw("prod"), ["hfToken"])
+    assert not any(e["name"] == "HF_HUB_OFFLINE" for o in online.objects() if o["kind"] == "Deployment"
+                   for e in o["spec"]["template"]["spec"]["containers"][0]["env"])
 
 
 def test_no_policies_when_turned_off_and_the_evaluator_can_say_yes():

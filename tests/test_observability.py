@@ -87,6 +87,11 @@ def test_prod_alerts_cover_the_kv_cache_waiting_restarts_gpus_and_services():
         assert r.expr == f'max(DCGM_FI_DEV_FB_USED{{Hostname="a100-node", gpu="{g.gpu.index}"}}) > {round(g.allocated_bytes / 2**20)}'
     services = {r.expr for r in rules if r.alert == "LlmServiceHasNoReadyPod"}
     assert 'sum(kube_deployment_status_replicas_available{namespace="llama-serve", deployment=~"vllm-llama-70b"}) == 0' in services
+    # a rollout of the single 70B pod may rightly leave it without a ready pod for its whole start-up budget (3330 s)
+    seventy = next(r for r in rules if r.alert == "LlmServiceHasNoReadyPod" and dict(r.labels)["service"] == "vllm-llama-70b")
+    assert seventy.for_ == "3330s"
+    stack_rule = next(r for r in rules if r.alert == "LlmServiceHasNoReadyPod" and dict(r.labels)["service"] == "llamastack-server")
+    assert stack_rule.for_ == "300s"
 
 
 def test_a_reserved_replica_never_counts_as_a_missing_pod():

@@ -124,6 +124,7 @@ def test_weights_in_the_model_cache_and_metrics_scraped(prod):
     assert dep["spec"]["template"]["metadata"]["annotations"] == {
         "prometheus.io/path": "/metrics", "prometheus.io/port": "8000", "prometheus.io/scrape": "true"}
     svc = prod.find("Service", "vllm-watt-8b")
+    assert "annotations" not in svc["metadata"]  # the pods are scraped, not the Service as well (no double counting)
     assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "protocol": "TCP", "targetPort": "http"}]
     assert prod.program["topology"].endpoints["vllm-watt-8b"] == "http://vllm-watt-8b.llama-serve:8000/v1"
 
