@@ -219,3 +219,11 @@ def test_an_hpa_with_no_room_is_refused_naming_the_key():
     assert problems[0].startswith("llm-infra:ollama.adapters.code.autoscale.maxReplicas: no room on GPU 1 of node workstation for "
                                   "ollama-adapter-code#2 (reserved), ollama-adapter-code#3 (reserved)")
     assert "not one pod more fits" in problems[0]
+
+
+def test_two_autoscaled_servers_on_one_full_gpu_are_each_named():
+    problems = problems_of(variant(lambda r: (r["ollama"]["adapters"]["code"].update(autoscale={"maxReplicas": 2}),
+                                              r["ollama"]["adapters"]["summarization"].update(autoscale={"maxReplicas": 2}))))
+    assert [p.split(":", 2)[1] for p in problems[:2]] == ["ollama.adapters.code.autoscale.maxReplicas",
+                                                          "ollama.adapters.summarization.autoscale.maxReplicas"]
+    assert all("not one pod more fits" in p for p in problems[:2])

@@ -98,14 +98,16 @@ def plan_problems(plan: Plan) -> list[str]:
             )
         reserved = [p for p in g.pods if isinstance(p, PodVram) and p.name.endswith(RESERVED)]
         if reserved and g.allocated_bytes - sum(p.total_bytes for p in reserved) <= g.gpu.capacity_bytes < g.allocated_bytes:
-            w = next(w for w in plan.workloads if w.deployment_name == reserved[0].workload)
-            fits = w.server.replicas + sum(1 for _ in _fitting(g, reserved))
-            problems.append(
-                f"{key(*w.config_path, 'autoscale', 'maxReplicas')}: no room on GPU {g.gpu.index} of node {g.gpu.node} for "
-                f"{listing([p.name for p in reserved])}: {g.allocated_bytes / GIB:.2f} GiB planned of {g.gpu.capacity_bytes / GIB:.2f} GiB; "
-                f"each pod holds its own {reserved[0].total_bytes / GIB:.2f} GiB; "
-                + (f"use maxReplicas <= {fits}" if fits > w.server.replicas else "not one pod more fits: remove autoscale or move a "
-                   "server to another GPU") + f" [{servers_on(plan, g)}]")
+            fitting = {p.name for p in _fitting(g, reserved)}
+            for w in (w for w in plan.workloads if any(p.workload == w.deployment_name for p in reserved)):
+                mine = [p for p in reserved if p.workload == w.deployment_name]
+                fits = w.server.replicas + sum(1 for p in mine if p.name in fitting)
+                problems.append(
+                    f"{key(*w.config_path, 'autoscale', 'maxReplicas')}: no room on GPU {g.gpu.index} of node {g.gpu.node} for "
+                    f"{listing([p.name for p in mine])}: {g.allocated_bytes / GIB:.2f} GiB planned of {g.gpu.capacity_bytes / GIB:.2f} GiB; "
+                    f"each pod holds its own {mine[0].total_bytes / GIB:.2f} GiB; "
+                    + (f"use maxReplicas <= {fits}" if fits > w.server.replicas else "not one pod more fits: remove autoscale or "
+                       "move a server to another GPU") + f" [{servers_on(plan, g)}]")
             continue
         if g.allocated_bytes > g.gpu.capacity_bytes:
             problems.append(
