@@ -239,3 +239,37 @@ def test_a_max_replicas_with_no_room_is_refused_naming_the_key():
         "no room to reserve vllm-llama-8b-multi-2, vllm-llama-8b-multi-3; use maxReplicas <= 2")
     below = stack_problems(variant(lambda r: r["vllm"]["models"]["llama-8b-multi"]["autoscale"].update(maxReplicas=1), "lab"))
     assert below[0].startswith("llm-infra:vllm.models.llama-8b-multi.autoscale.maxReplicas: Input should be greater than or equal to 2")
+
+
+def test_a_fleet_in_pools_places_each_model_in_its_pool_and_sums_each_pool():
+    import json as json_
+
+    from tools.bench import fleet_config
+
+    raw = {k.split(":", 1)[1]: json_.loads(v) if v[:1] in "{[" else v for k, v in fleet_config(10, 40).items()}
+    plan = plan_of(raw)
+    pool_of = {n["name"]: n["pool"] for n in raw["nodes"]}
+    for w in plan.vllm:
+        assert pool_of[w.node] == w.spec.pool, w.deployment_name
+    pools = {p.name: p for p in plan.pools()}
+    assert sorted(pools) == ["big", "small"] and all(p.nodes == 5 and p.gpus == 40 for p in pools.values())
+    for name, p in pools.items():
+        gpus = [g for g in plan.gpus if pool_of[g.gpu.node] == name]
+        assert p.allocated_bytes == sum(g.allocated_bytes for g in gpus)
+        assert p.gpus_used == sum(1 for g in gpus if g.pods) and p.free_bytes == p.capacity_bytes - p.allocated_bytes
+    assert [d["pool"] for d in plan.to_dict()["pools"]] == ["big", "small"]
+
+
+def test_reserved_room_is_summed_per_pool():
+    plan = plan_of(stack_raw("lab"))
+    (pool,) = plan.pools()
+    assert pool.name == "(no pool)" and round(pool.reserved_bytes / 2**30, 2) == 20.48  # vllm-llama-8b-multi-1
+
+
+def test_pool_mistakes_name_the_key():
+    problems = stack_problems(variant(lambda r: r["vllm"]["models"]["mixtral"].update(pool="big"), "lab"))
+    assert problems[0] == "llm-infra:vllm.models.mixtral.pool: no node pool 'big'; pools are: none (set nodes[].pool)"
+    both = stack_problems(variant(lambda r: (r["nodes"][0].update(pool="l40"),
+                                             r["vllm"]["models"]["mixtral"].update(pool="a100", node="l40-node")), "lab"))
+    assert "llm-infra:vllm.models.mixtral.pool: no node pool 'a100'; pools are: l40" in both
+    assert "llm-infra:vllm.models.mixtral.pool: node 'l40-node' is not in pool 'a100'; set one of node or pool" in both

@@ -41,6 +41,25 @@ def generated_config(models: int) -> dict[str, str]:
     return {f"llm-infra:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
 
 
+def fleet_config(nodes: int, models: int) -> dict[str, str]:
+    """A fleet: `nodes` nodes of 8 GPUs in two pools (80 GiB and 44 GiB GPUs), `models` small vLLM servers, half per pool."""
+    half = nodes // 2
+    raw = {
+        "namespace": "fleet",
+        "nodes": [{
+            "name": f"gpu-{i:03d}", "cpu": 256, "memoryGiB": 2048, "pool": "big" if i < half else "small",
+            "gpus": [{"index": g, "vramGiB": 80 if i < half else 44, "uuid": f"GPU-00000000-0000-0000-{i:04x}-{g:012x}"}
+                     for g in range(8)],
+        } for i in range(nodes)],
+        "vllm": {"models": {
+            f"m{i:04d}": {"model": GENERATED_MODEL, "maxModelLen": 8192, "gpuMemoryUtilization": 0.11 if i % 2 else 0.2,
+                          "cpu": 2, "memoryGiB": 6, "pool": "small" if i % 2 else "big"}
+            for i in range(models)
+        }},
+    }
+    return {f"llm-infra:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+
+
 def _token(obj: dict[str, Any]) -> str:
     group, _, version = obj["apiVersion"].rpartition("/")
     return f"kubernetes:{group or 'core'}/{version}:{obj['kind']}"
@@ -100,11 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 500])
     p.add_argument("--repeat", type=int, default=3, help="best of N runs")
+    p.add_argument("--fleet", type=int, nargs=2, default=[100, 500], metavar=("NODES", "MODELS"),
+                   help="a generated fleet of NODES nodes (two pools) and MODELS models, rendered too")
     a = p.parse_args(argv)
     measure(*stack_config("dev"), "dev", 1)  # warm up imports and schema of the SDK
     rows = []
     work = [(s, None, *stack_config(s)) for s in ("dev", "prod", "lab")]
     work += [(f"generated-{n}", n, generated_config(n), []) for n in a.sizes]
+    work.append((f"fleet-{a.fleet[0]}", a.fleet[1], fleet_config(*a.fleet), []))
     for i, (name, models, config, secrets) in enumerate(work, 1):
         print(f"[{i}/{len(work)}] {name}: best of {a.repeat} ...", file=sys.stderr, flush=True)  # the 500-model one takes a while
         rows.append((name, models, *measure(config, secrets, name if models is None else "bench", a.repeat)))
@@ -116,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stack:<15} {models if models else '':>6} {objects:>7} {prog:>9.3f} {1000 * prog / objects:>9.2f} "
               f"{1000 * nogc / objects:>12.2f} {bare_s:>7.3f} {1000 * bare_s / objects:>9.2f} {prog / bare_s:>6.2f}")
     print("ratio = program / bare, same objects, same run. no-GC = the program with Python's cyclic GC paused.")
-    gen = [r for r in rows if r[1]]
+    gen = [r for r in rows if r[0].startswith("generated-")]
     if len(gen) >= 2:
         (_, n0, o0, p0, g0, b0), (_, n1, o1, p1, g1, b1) = gen[0], gen[-1]
         scale = o1 / o0

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 
 from stacks.catalog import GPU_MODELS, OLLAMA, DEFAULT_CUDA_CONTEXT_GIB, DEFAULT_VLLM_CONTEXT_GIB, DEFAULT_VLLM_MARGIN_GIB
-from stacks.config.base import DNS_SUBDOMAIN, GPU_UUID, PCI_BUS_ID, QUANTITY, _Model, key
+from stacks.config.base import DNS_LABEL, DNS_SUBDOMAIN, GPU_UUID, PCI_BUS_ID, QUANTITY, _Model, key
 
 if TYPE_CHECKING:
     from stacks.config import StackConfig
@@ -54,6 +54,8 @@ class Node(_Model):
     """Capacity kept back from planning."""
     gpus: list[Gpu] = []
     """The node's GPUs."""
+    pool: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63)
+    """Node pool (nodes of one GPU type): a vLLM model with `pool` is placed on one of its nodes; the plan sums each pool."""
 
 
 class GpuSharing(_Model):

@@ -63,6 +63,8 @@ class VllmModel(_Model):
     """Further `vllm serve` flags; may not repeat a typed one or use a flag vLLM 0.33 removed."""
     node: str | None = None
     """Node to place it on (default: any node with room)."""
+    pool: str | None = Field(default=None, pattern=DNS_LABEL)
+    """Node pool to place it in (`nodes[].pool`; default: any node with room)."""
     gpus: list[int] | None = None
     """GPU indexes to pin it to (one per tensor-parallel rank); default: placed by the plan."""
     cpu: float = Field(gt=0)
@@ -169,6 +171,11 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
                 problems.append(f"{at('extraArgs')}[{i}]: {arg!r} repeats a typed setting; set it through its own key instead")
             elif flag in VLLM.removed_flags:
                 problems.append(f"{at('extraArgs')}[{i}]: {arg!r} was removed from vLLM 0.33 and would stop the server; drop it")
+        pools = sorted({n.pool for n in cfg.nodes if n.pool})
+        if m.pool is not None and m.pool not in pools:
+            problems.append(f"{at('pool')}: no node pool {m.pool!r}; pools are: {', '.join(pools) or 'none (set nodes[].pool)'}")
+        if m.pool is not None and m.node is not None and any(n.name == m.node and n.pool != m.pool for n in cfg.nodes):
+            problems.append(f"{at('pool')}: node {m.node!r} is not in pool {m.pool!r}; set one of node or pool")
         if m.node is not None and m.node not in names:
             problems.append(f"{at('node')}: no node named {m.node!r}; nodes are: {', '.join(names)}")
         elif m.gpus is not None:

@@ -223,6 +223,32 @@ class GpuPlan:
         return fits and (not self.whole_load_rule or pod.predicted_bytes <= OLLAMA.whole_load_fraction * free)
 
 
+NO_POOL = "(no pool)"
+RESERVED_MARK = " (reserved)"
+"""Ends the name of a pod the plan holds room for that only an autoscaler starts."""
+
+
+@dataclass
+class PoolSummary:
+    name: str
+    nodes: int = 0
+    gpus: int = 0
+    gpus_used: int = 0
+    capacity_bytes: int = 0
+    allocated_bytes: int = 0
+    """Planned on its GPUs, reserved pods included."""
+    reserved_bytes: int = 0
+
+    @property
+    def free_bytes(self) -> int:
+        return self.capacity_bytes - self.allocated_bytes
+
+    def to_dict(self) -> dict:
+        return {"pool": self.name, "nodes": self.nodes, "gpus": self.gpus, "gpusUsed": self.gpus_used,
+                "capacityGiB": gib(self.capacity_bytes), "plannedGiB": gib(self.allocated_bytes),
+                "reservedGiB": gib(self.reserved_bytes), "freeGiB": gib(self.free_bytes)}
+
+
 @dataclass
 class NodePlan:
     node: Node
@@ -255,6 +281,22 @@ class Plan:
 
     def used_gpus(self) -> list[GpuPlan]:
         return [g for g in self.gpus if g.pods]
+
+    def pools(self) -> list[PoolSummary]:
+        """Per node pool (`nodes[].pool`; nodes without one together): GPUs in use, memory planned, reserved and free.
+        One pass over the GPUs: linear in the fleet."""
+        pool_of = {n.node.name: n.node.pool or NO_POOL for n in self.nodes}
+        out: dict[str, PoolSummary] = {}
+        for n in self.nodes:
+            out.setdefault(pool_of[n.node.name], PoolSummary(pool_of[n.node.name])).nodes += 1
+        for g in self.gpus:
+            p = out[pool_of[g.gpu.node]]
+            p.gpus += 1
+            p.gpus_used += 1 if g.pods else 0
+            p.capacity_bytes += g.gpu.capacity_bytes
+            p.allocated_bytes += g.allocated_bytes
+            p.reserved_bytes += sum(x.total_bytes for x in g.pods if x.name.endswith(RESERVED_MARK))
+        return list(out.values())
 
     def to_dict(self) -> dict:
         return {
@@ -291,6 +333,7 @@ class Plan:
                 }
                 for g in self.gpus
             ],
+            "pools": [p.to_dict() for p in self.pools()],
             "nodes": [
                 {
                     "name": n.node.name,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from stacks.catalog import GIB, OLLAMA, HfModel
 from stacks.config import Adapter, OllamaServer, StackConfig, VllmModel, key, node_of, servers
-from stacks.plan.model import (GpuPlan, GpuRef, NodePlan, OllamaWorkload, PodVram, Plan, PoolDesign, servers_on,
-                               vllm_weights_bytes)
+from stacks.plan.model import (RESERVED_MARK, GpuPlan, GpuRef, NodePlan, OllamaWorkload, PodVram, Plan, PoolDesign,
+                               servers_on, vllm_weights_bytes)
 from stacks.model_catalog import hf_models, ollama_models
 from stacks.vllm_memory import rank_memory
 
 
-RESERVED = " (reserved)"
-"""Marks a pod the plan holds room for that only the autoscaler starts."""
+RESERVED = RESERVED_MARK
 
 
 def server_pods(server: OllamaServer) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stacks.catalog import GIB
-from stacks.plan.model import Plan, VllmShare
+from stacks.plan.model import NO_POOL, Plan, VllmShare
 
 
 def format_table(plan: Plan) -> str:
@@ -30,6 +30,13 @@ def format_table(plan: Plan) -> str:
         rows.append((n.node.name, f"{n.cpu_requests:.2f}", f"{n.cpu_allocatable:.2f}", f"{n.memory_requests_gib:.2f}",
                      f"{n.memory_allocatable_gib:.2f}", str(len(n.pods))))
     out += ["Node plan", text_table(rows, left=1)]
+    pools = plan.pools()
+    if len(plan.nodes) > 1 or any(p.name != NO_POOL for p in pools):
+        rows = [("pool", "nodes", "GPUs", "GPUs in use", "capacity GiB", "planned GiB", "reserved GiB", "free GiB")]
+        for p in pools:
+            rows.append((p.name, str(p.nodes), str(p.gpus), str(p.gpus_used), f"{p.capacity_bytes / GIB:.2f}",
+                         f"{p.allocated_bytes / GIB:.2f}", f"{p.reserved_bytes / GIB:.2f}", f"{p.free_bytes / GIB:.2f}"))
+        out += ["", "Pools (planned includes reserved)", text_table(rows, left=1)]
     if plan.vllm:
         rows = [("vLLM pod", "GPUs", "TP", "util", "weights/GPU", "KV/GPU", "KV", "KV/token/GPU", "blocks", "maxModelLen", "seqs at full len")]
         for w in plan.vllm:

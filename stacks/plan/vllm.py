@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from stacks.catalog import GIB, VLLM
 from stacks.config import Node, StackConfig, VllmModel, key
 from stacks.config.vllm import hf_model
-from stacks.plan.model import (GpuPlan, GpuRef, NodePlan, Plan, VllmShare, VllmWorkload, gpu_capacity_bytes, listing, max_replicas,
-                               shm_gib)
+from stacks.plan.model import (RESERVED_MARK, GpuPlan, GpuRef, NodePlan, Plan, VllmShare, VllmWorkload, gpu_capacity_bytes,
+                               listing, max_replicas, shm_gib)
 from stacks.vllm_memory import RankMemory, kv_blocks, rank_memory
 
 
@@ -22,6 +22,11 @@ def _vllm_replicas(models: dict[str, tuple[tuple[str, ...], VllmModel]]) -> list
         for r in range(max_replicas(m))
     ]
     return sorted(out, key=lambda w: (-w.spec.tensor_parallel, -w.spec.gpu_memory_utilization, w.key, w.replica))
+
+
+def _may_run(w: VllmWorkload, node: Node) -> bool:
+    """The model's `node` and `pool` allow this node."""
+    return w.spec.node in (None, node.name) and w.spec.pool in (None, node.pool)
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ def place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan
     unplaced: list[VllmWorkload] = []
     exclusive = cfg.gpu_sharing.mode == "exclusive"
     for w in _vllm_replicas(models):
-        candidates = [n for n in cfg.nodes if w.spec.node in (None, n.name)]
+        candidates = [n for n in cfg.nodes if _may_run(w, n)]
         placed = next(((n, f) for n in candidates if (f := _fit(w, n, gpus, w.spec.gpus, allow, exclusive)) is not None), None)
         if placed is None:
             unplaced.append(w)
@@ -72,7 +77,7 @@ def place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan
         w.node, w.gpus = node.name, tuple(sorted((g.gpu for g in chosen), key=lambda r: r.index))
         shares = []
         for g in sorted(chosen, key=lambda g: g.gpu.index):
-            share = VllmShare(f"{w.deployment_name} (reserved)" if w.reserved else w.deployment_name, w.deployment_name,
+            share = VllmShare(w.deployment_name + (RESERVED_MARK if w.reserved else ""), w.deployment_name,
                               _rank_memory(w, g, allow))
             g.pods.append(share)
             shares.append(share)
@@ -135,13 +140,13 @@ def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dic
         if reserved and len(reserved) == len(group):
             # The model's own replicas fit; the autoscaler's do not: name maxReplicas, and how many the GPUs hold.
             fit = w.spec.replicas + (w.spec.autoscale.max_replicas - w.spec.replicas - len(reserved))  # type: ignore[union-attr]
-            node = next(n for n in cfg.nodes if w.spec.node in (None, n.name))
+            node = next(n for n in cfg.nodes if _may_run(w, n))
             free = ", ".join(f"{g.gpu.index}: {g.free_bytes / GIB:.2f}{_holders(g)}" for (n, _), g in gpus.items() if n == node.name)
             out.append(f"{key(*w.config_path, 'autoscale', 'maxReplicas')}: the GPUs hold {fit} replicas of {w.service_name}, "
                        f"not {w.spec.autoscale.max_replicas}: no room to reserve {listing([x.deployment_name for x in reserved])}; "  # type: ignore[union-attr]
                        f"use maxReplicas <= {fit}, or free GPU memory (free GiB per GPU on node {node.name}: {free})")
             continue
-        node = next(n for n in cfg.nodes if w.spec.node in (None, n.name))
+        node = next(n for n in cfg.nodes if _may_run(w, n))
         free = ", ".join(f"{g.gpu.index}: {g.free_bytes / GIB:.2f}{_holders(g)}" for (n, _), g in gpus.items() if n == node.name)
         where = "its pinned GPUs" if w.spec.gpus else f"{w.spec.tensor_parallel} GPU(s) of one node"
         need = w.spec.gpu_memory_utilization * gpu_capacity_bytes(node.gpus[0]) + allow.context_bytes if node.gpus else 0
