@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from stacks.config.edge import CONTROLLER_NAMESPACE
 from stacks.edge import AGENT_LABEL, SERVICE_LABEL, pod_port, pod_service
 from tests.conftest import problems_of, run_raw, run_secret_raw, stack_of, stack_raw, variant
 from tests.netpol import Address, Pod, Policies, pods_of
@@ -87,7 +88,7 @@ def test_servers_do_not_call_each_other_beyond_the_graph(world):
 def test_the_ingress_controller_reaches_exactly_the_routed_services(world):
     stack, policies, pods = world
     ns = stack.config.namespace
-    controller_ns = stack.config.network_policy.ingress_namespace or {"nginx": "ingress-nginx", "traefik": "traefik"}[stack.config.ingress.controller]
+    controller_ns = stack.config.network_policy.ingress_namespace or CONTROLLER_NAMESPACE[stack.config.ingress.controller]
     controller = Pod(controller_ns, {"app.kubernetes.io/name": "controller"})
     routed = {pod_service(stack.graph.endpoints[r.service]) for r in stack.routes}
     assert routed
