@@ -135,7 +135,7 @@ class Edge(pulumi.ComponentResource):
             backend = k8s.networking.v1.IngressBackendArgs(service=k8s.networking.v1.IngressServiceBackendArgs(
                 name=route.service, port=k8s.networking.v1.ServiceBackendPortArgs(number=route.port)))
             k8s.networking.v1.Ingress(
-                f"{name}-{route.slug}",
+                f"{name}-{route.service}",
                 metadata=meta(route.ingress_name, ns, labels("edge", route.ingress_name, "ingress"), annotations),
                 spec=k8s.networking.v1.IngressSpecArgs(
                     ingress_class_name=ing.ingress_class,

@@ -66,10 +66,6 @@ class IngressRoute:
         return "/()(.*)" if self.path == "/" else self.path.replace(".", "\\.") + "(/|$)(.*)"
 
     @property
-    def slug(self) -> str:
-        return self.service
-
-    @property
     def ingress_name(self) -> str:
         return f"edge-{self.service}"
 

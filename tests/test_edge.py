@@ -125,7 +125,7 @@ def test_route_overrides_path_rate_and_off():
     assert by["ollama-chatbot"].rate_limit == 10
 
 
-def test_plain_http_only_when_said(dev):
+def test_plain_http_only_when_said():
     http = run_raw(variant(lambda r: r["ingress"].update(tls={"enabled": False})))
     for ing in ingresses(http).values():
         assert "tls" not in ing["spec"] and "traefik.ingress.kubernetes.io/router.tls" not in ing["metadata"]["annotations"]
