@@ -14,7 +14,7 @@ CONFIG ?=
 PYTHON312 ?= $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.12*/bin/python3.12) \
                          $(shell PYENV_VERSION=3.12.1 command -v python3.12 2>/dev/null))
 
-.PHONY: render test docs bench clean venv test-venv catalog smoke status
+.PHONY: render test docs bench clean venv test-venv catalog smoke status vllm-flags check-vllm-parser
 
 venv: $(VENV)/.installed
 test-venv: $(VENV)/.installed-test
@@ -77,3 +77,13 @@ clean:
 
 bench: venv
 	@$(PY) -m tools.bench
+
+# vLLM's own `vllm serve` parser, where a Python with vllm==0.33.0 is installed (CPU is enough; not part of `make test`,
+# which parses with catalog/vllm-flags.json): VLLM_PY=/path/to/python make check-vllm-parser
+VLLM_PY ?= python3
+vllm-flags:
+	@$(VLLM_PY) tools/vllm_flags.py
+
+check-vllm-parser:
+	@for s in dev prod lab scale; do $(MAKE) --no-print-directory render STACK=$$s >/dev/null || exit 1; done
+	@$(VLLM_PY) tools/vllm_flags.py --check build/dev/manifests.yaml build/prod/manifests.yaml build/lab/manifests.yaml build/scale/manifests.yaml

@@ -59,11 +59,12 @@ class NetworkPolicies(pulumi.ComponentResource):
         for rule in args.rules:
             ports = [k8s.networking.v1.NetworkPolicyPortArgs(protocol=proto, port=port) for proto, port in rule.ports]
             peers = [a for p in rule.peers for a in peer_args(p)]
+            into, out = rule.direction in ("ingress", "both"), rule.direction in ("egress", "both")
             spec = k8s.networking.v1.NetworkPolicySpecArgs(
                 pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(rule.pod) or None),
-                policy_types=["Ingress" if rule.direction == "ingress" else "Egress"],
-                ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(from_=peers, ports=ports)] if rule.direction == "ingress" else None,
-                egress=[k8s.networking.v1.NetworkPolicyEgressRuleArgs(to=peers, ports=ports)] if rule.direction == "egress" else None,
+                policy_types=[t for t, on in (("Ingress", into), ("Egress", out)) if on],
+                ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(from_=peers, ports=ports or None)] if into else None,
+                egress=[k8s.networking.v1.NetworkPolicyEgressRuleArgs(to=peers, ports=ports or None)] if out else None,
             )
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-{rule.name}",

@@ -35,14 +35,14 @@ def pod_security(sec: PodSecurity) -> k8s.core.v1.PodSecurityContextArgs:
     )
 
 
-def hardened(read_only_root: bool = True) -> k8s.core.v1.SecurityContextArgs:
-    """No privilege escalation, no capabilities, non-root; a read-only root filesystem unless the NVIDIA runtime needs it
-    writable (`podSecurity.gpuReadOnlyRoot`)."""
+def hardened(read_only_root: bool = True, add: list[str] | None = None) -> k8s.core.v1.SecurityContextArgs:
+    """No privilege escalation, no capabilities (but `add`, for RDMA's IPC_LOCK), non-root; a read-only root filesystem
+    unless the NVIDIA runtime needs it writable (`podSecurity.gpuReadOnlyRoot`)."""
     return k8s.core.v1.SecurityContextArgs(
         allow_privilege_escalation=False,
         read_only_root_filesystem=read_only_root,
         run_as_non_root=True,
-        capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+        capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"], add=add),
     )
 
 
@@ -87,11 +87,34 @@ def disruption_budget(resource_name: str, name: str, namespace: str, obj_labels:
     )
 
 
-def gpu_pod_spec(node: str, gpu: GpuPodFields, sec: PodSecurity, containers: list, volumes: list,
-                 init_containers: list | None = None, termination_grace_period_seconds: int | None = None) -> k8s.core.v1.PodSpecArgs:
-    """A pod on its planned node and GPUs: no service-account token, no service-link env, non-root, RuntimeDefault seccomp."""
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+def spread_over(nodes: list[str], label: tuple[str, str]) -> k8s.core.v1.AffinityArgs:
+    """One pod per node among `nodes`: the planned nodes, and never two pods carrying `label` on one node."""
+    return k8s.core.v1.AffinityArgs(
+        node_affinity=k8s.core.v1.NodeAffinityArgs(
+            required_during_scheduling_ignored_during_execution=k8s.core.v1.NodeSelectorArgs(node_selector_terms=[
+                k8s.core.v1.NodeSelectorTermArgs(match_expressions=[
+                    k8s.core.v1.NodeSelectorRequirementArgs(key=HOSTNAME_LABEL, operator="In", values=sorted(nodes))])])),
+        pod_anti_affinity=k8s.core.v1.PodAntiAffinityArgs(required_during_scheduling_ignored_during_execution=[
+            k8s.core.v1.PodAffinityTermArgs(topology_key=HOSTNAME_LABEL,
+                                            label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict([label])))]),
+    )
+
+
+def gpu_pod_spec(node: str | list[str], gpu: GpuPodFields, sec: PodSecurity, containers: list, volumes: list,
+                 init_containers: list | None = None, termination_grace_period_seconds: int | None = None,
+                 spread_label: tuple[str, str] | None = None, host_network: bool = False) -> k8s.core.v1.PodSpecArgs:
+    """A pod on its planned node and GPUs (or, for the workers of a multi-node replica, one per planned node: `node` a
+    list, `spread_label` their group): no service-account token, no service-link env, non-root, RuntimeDefault seccomp."""
+    many = isinstance(node, list)
     return k8s.core.v1.PodSpecArgs(
-        node_selector={"kubernetes.io/hostname": node},
+        node_selector=None if many else {HOSTNAME_LABEL: node},
+        affinity=spread_over(node, spread_label) if many and spread_label else None,
+        host_network=host_network or None,
+        # On the host's network a pod still resolves Service names (LWS_LEADER_ADDRESS) through the cluster DNS.
+        dns_policy="ClusterFirstWithHostNet" if host_network else None,
         runtime_class_name=gpu.runtime_class_name,
         resource_claims=gpu.resource_claims,
         tolerations=gpu.tolerations,

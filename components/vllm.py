@@ -27,8 +27,10 @@ from stacks.observability import demand_query
 from stacks.config import GpuSharing, PodSecurity, Vllm
 from stacks.edge import API_KEY_KEY, SERVICE_LABEL
 from stacks.plan import VllmWorkload, shm_gib
+from stacks.plan.model import VllmRank
 from stacks.timing import VLLM_PROBE_PERIOD_SECONDS as PROBE_PERIOD_SECONDS
 from stacks.timing import vllm_startup_seconds
+from components.leader_worker import GROUP_LABEL, LWS_LEADER_ADDRESS, LWS_WORKER_INDEX, ROLE_LABEL, leader_worker_set
 
 HF_HOME = f"{MOUNT_PATH}/huggingface"
 HF_TOKEN_KEY = "HF_TOKEN"
@@ -38,8 +40,14 @@ HF_TOKEN_DIR = "/var/run/secrets/huggingface"
 """Where the token Secret is mounted; huggingface_hub (>= 1.31, what vLLM 0.33 requires) reads HF_TOKEN_PATH."""
 
 
-def vllm_args(w: VllmWorkload) -> list[str]:
-    """`vllm serve` arguments (after the image's ENTRYPOINT): the model first, then typed flags, then extraArgs."""
+def vllm_args(w: VllmWorkload, worker: bool = False) -> list[str]:
+    """`vllm serve` arguments (after the image's ENTRYPOINT): the model first, then typed flags, then extraArgs.
+
+    A multi-node replica adds vLLM's own multi-node flags (the mp backend, no Ray): every rank joins the leader's
+    torch.distributed store at `--master-addr`, which is the leader pod's DNS name that LeaderWorkerSet gives every
+    container as LWS_LEADER_ADDRESS (`<lws>-<group>.<lws>.<namespace>`, resolvable before the leader is Ready: the
+    headless Service publishes not-ready addresses); the kubelet expands `$(VAR)` from the container's environment.
+    Workers (`worker`) run `--headless` (no API server) with their node rank, LWS_WORKER_INDEX (1..size-1)."""
     s = w.spec
     args = [
         w.hf.repo,
@@ -48,6 +56,15 @@ def vllm_args(w: VllmWorkload) -> list[str]:
         "--max-model-len", str(s.max_model_len),
         "--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}",
     ]
+    if w.multi_node:
+        args += ["--pipeline-parallel-size", str(s.pipeline_parallel), "--distributed-executor-backend", "mp",
+                 "--nnodes", str(s.pipeline_parallel), "--node-rank", f"$({LWS_WORKER_INDEX})" if worker else "0",
+                 "--master-addr", f"$({LWS_LEADER_ADDRESS})", "--master-port", str(s.multi_node.master_port)]
+        if worker:
+            args.append("--headless")
+    if w.hf.quant_method in VLLM.deprecated_quantization_methods:
+        # The checkpoint's own method (read from its config.json), which vLLM 0.33 refuses without this flag.
+        args.append("--allow-deprecated-quantization")
     if w.pinned_kv_bytes is not None:
         # A shared GPU: the KV size the plan computed, instead of vLLM's profile of the whole GPU's free memory
         # (which would charge a neighbour's load to this server). The utilization still sets the start check:
@@ -113,28 +130,31 @@ class VllmModelArgs:
 class VllmModel(pulumi.ComponentResource):
     url: str
     """OpenAI-compatible base URL inside the cluster."""
-    deployments: list[k8s.apps.v1.Deployment]
+    deployments: list[pulumi.CustomResource]
+    """A Deployment per replica, or a LeaderWorkerSet per replica of a multi-node model."""
     service: k8s.core.v1.Service
 
     def __init__(self, name: str, args: VllmModelArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llm-infra:serving:VllmModel", name, None, opts)
         first = args.replicas[0]
         svc_labels = labels("vllm", first.service_name, "model")
-        scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(VLLM.port), "prometheus.io/path": "/metrics"}
-        self.deployments = [self._deployment(name, args, w, svc_labels, scrape) for w in args.replicas]
+        self.deployments = [self._leader_worker_set(name, args, w, svc_labels) if w.multi_node
+                            else self._deployment(name, args, w, svc_labels) for w in args.replicas]
         reserved = [(w, d) for w, d in zip(args.replicas, self.deployments) if w.reserved]
         for step, (w, d) in enumerate(reserved, start=1):
             spec = scaled_object_spec(w.deployment_name, demand_query(args.namespace, w.served_name), args.prometheus_url,
                                       w.spec.autoscale.requests_per_replica, w.spec.replicas + step - 1,  # type: ignore[union-attr]
                                       max(300, vllm_startup_seconds(w, args.timing)))
             scaled_object(f"{name}-{w.replica}-scaler", w.deployment_name, args.namespace, spec, self, [d])
+        # A multi-node model's Service reaches its leaders only: the workers serve no API.
+        serving = {**selector(svc_labels), **({ROLE_LABEL: "leader"} if first.multi_node else {})}
         self.service = k8s.core.v1.Service(
             f"{name}-service",
             # Scrape annotations on the pods only: a Prometheus that reads both would count every series twice.
             metadata=meta(first.service_name, args.namespace, svc_labels),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP",
-                selector=selector(svc_labels),
+                selector=serving,
                 ports=[k8s.core.v1.ServicePortArgs(name="http", port=VLLM.port, target_port="http", protocol="TCP")],
             ),
             opts=pulumi.ResourceOptions(parent=self),
@@ -146,7 +166,7 @@ class VllmModel(pulumi.ComponentResource):
                 metadata=meta(alias, args.namespace, labels("vllm", alias, "model-alias")),
                 spec=k8s.core.v1.ServiceSpecArgs(
                     type="ClusterIP",
-                    selector=selector(svc_labels),
+                    selector=serving,
                     ports=[k8s.core.v1.ServicePortArgs(name="http", port=port, target_port="http", protocol="TCP")],
                 ),
                 opts=pulumi.ResourceOptions(parent=self),
@@ -156,10 +176,46 @@ class VllmModel(pulumi.ComponentResource):
         self.url = f"http://{first.service_name}.{args.namespace}:{VLLM.port}/v1"
         self.register_outputs({"url": self.url, "servedName": first.served_name, "aliases": [a for a, _ in args.aliases]})
 
-    def _deployment(self, name, args: VllmModelArgs, w: VllmWorkload, svc_labels, scrape) -> k8s.apps.v1.Deployment:
-        s = w.spec
+    def _deployment(self, name, args: VllmModelArgs, w: VllmWorkload, svc_labels) -> k8s.apps.v1.Deployment:
+        budget = vllm_startup_seconds(w, args.timing)
         pod_labels = {**svc_labels, "llm-infra/pod": w.deployment_name, SERVICE_LABEL: w.service_name}
-        gpu = gpu_pod_fields(args.gpu_sharing, w.gpus, cuda_env=False)
+        return k8s.apps.v1.Deployment(
+            f"{name}-{w.replica}",
+            metadata=meta(w.deployment_name, args.namespace, pod_labels, plan_note(w)),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                # A reserved replica has no pod until its ScaledObject starts one (KEDA owns the count then).
+                replicas=0 if w.reserved else 1,
+                revision_history_limit=3,
+                progress_deadline_seconds=max(600, budget),
+                strategy=no_surge(),
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels={**selector(pod_labels), "llm-infra/pod": w.deployment_name}),
+                template=self._pod_template(args, w, w.ranks[0], pod_labels),
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                custom_timeouts=pulumi.CustomTimeouts(create=f"{math.ceil(budget * 1.5)}s", update=f"{math.ceil(budget * 1.5)}s"),
+                ignore_changes=["spec.replicas"] if w.reserved else None,
+            ),
+        )
+
+    def _leader_worker_set(self, name, args: VllmModelArgs, w: VllmWorkload, svc_labels) -> pulumi.CustomResource:
+        """One replica over `pipelineParallel` nodes: the leader (rank 0) serves the API, the workers run headless."""
+        budget = vllm_startup_seconds(w, args.timing)
+        common = {**svc_labels, "llm-infra/pod": w.deployment_name, SERVICE_LABEL: w.service_name, GROUP_LABEL: w.deployment_name}
+        leader = self._pod_template(args, w, w.ranks[0], {**common, ROLE_LABEL: "leader"})
+        worker = self._pod_template(args, w, w.ranks[1], {**common, ROLE_LABEL: "worker"}, workers=w.ranks[1:])
+        timeouts = pulumi.CustomTimeouts(create=f"{math.ceil(budget * 1.5)}s", update=f"{math.ceil(budget * 1.5)}s")
+        return leader_worker_set(f"{name}-{w.replica}", w.deployment_name, args.namespace, common, plan_note(w), w.spec.pipeline_parallel,
+                                 leader, worker, pulumi.ResourceOptions(parent=self, custom_timeouts=timeouts))
+
+    def _pod_template(self, args: VllmModelArgs, w: VllmWorkload, rank: VllmRank, pod_labels: dict[str, str],
+                      workers: tuple[VllmRank, ...] = ()) -> k8s.core.v1.PodTemplateSpecArgs:
+        """The pod of one rank (a single-node replica has one). `workers`: the ranks a LeaderWorkerSet's one worker
+        template serves (the same GPUs count on each of their nodes; pinned by name only when there is one)."""
+        s = w.spec
+        is_worker = bool(workers)
+        net = s.multi_node if w.multi_node else None
+        gpu = gpu_pod_fields(args.gpu_sharing, rank.gpus, cuda_env=False)
         budget = vllm_startup_seconds(w, args.timing)
         shm = shm_gib(s)
         memory = f"{round((s.memory_gib + shm) * 1024)}Mi"
@@ -167,7 +223,7 @@ class VllmModel(pulumi.ComponentResource):
         if args.offline:
             token_env["HF_HUB_OFFLINE"] = "1"  # huggingface_hub constants.py: serve from the cache, never call the Hub
         env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted({**vllm_env(budget), **gpu.env, **token_env}.items())]
-        if args.api_key_secret:
+        if args.api_key_secret and not is_worker:
             # vLLM 0.33 takes its key from --api-key (visible in the pod spec and `ps`) or VLLM_API_KEY (envs.py:829,
             # serve/middleware/register.py:32): the variable, from the Secret, never the flag.
             env.append(k8s.core.v1.EnvVarArgs(name="VLLM_API_KEY", value_from=k8s.core.v1.EnvVarSourceArgs(
@@ -182,7 +238,7 @@ class VllmModel(pulumi.ComponentResource):
             k8s.core.v1.VolumeArgs(
                 name="models",
                 persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(
-                    claim_name=args.cache.claim_for(w.node, w.deployment_name)
+                    claim_name=args.cache.claim_for(rank.node, rank.pod)
                 ),
             ),
             k8s.core.v1.VolumeArgs(name="home", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
@@ -197,52 +253,54 @@ class VllmModel(pulumi.ComponentResource):
         if shm:
             mounts.append(k8s.core.v1.VolumeMountArgs(name="dshm", mount_path="/dev/shm"))
             volumes.append(k8s.core.v1.VolumeArgs(name="dshm", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(medium="Memory", size_limit=f"{shm}Gi")))
-        plan_note = {
-            "llm-infra/gpus": f"{w.node}/{','.join(str(g.index) for g in w.gpus)}",
-            "llm-infra/kv-cache-gib-per-gpu": f"{w.kv_budget_bytes_per_rank / 1024**3:.2f}",
-            "llm-infra/max-seqs-at-full-context": str(w.max_full_context_seqs),
-            "llm-infra/kv-cache": "pinned" if w.pinned else "profiled",
-        }
+        extra = {net.rdma_resource: "1"} if net is not None and net.rdma_resource else {}
+        security = hardened(read_only_root=args.security.gpu_read_only_root)
+        if extra:
+            # GPUDirect RDMA registers (pins) memory: IPC_LOCK, which Pod Security restricted refuses (the namespace says so).
+            security = hardened(read_only_root=args.security.gpu_read_only_root, add=["IPC_LOCK"])
         container = k8s.core.v1.ContainerArgs(
             name="vllm",
             image=args.image,
             image_pull_policy=pull_policy(args.image),
-            args=vllm_args(w),
-            ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=VLLM.port, protocol="TCP")],
+            args=vllm_args(w, worker=is_worker),
+            # A headless worker listens only for its group (torch.distributed, NCCL, vLLM's message queues): no API port.
+            ports=None if is_worker else [k8s.core.v1.ContainerPortArgs(name="http", container_port=VLLM.port, protocol="TCP")],
             env=env,
             resources=k8s.core.v1.ResourceRequirementsArgs(
-                requests={"cpu": f"{s.cpu:g}", "memory": memory},
-                limits={"cpu": f"{s.cpu:g}", "memory": memory, **gpu.limits},
+                requests={"cpu": f"{s.cpu:g}", "memory": memory, **extra},
+                limits={"cpu": f"{s.cpu:g}", "memory": memory, **gpu.limits, **extra},
                 claims=gpu.container_claims,
             ),
-            # The port refuses connections until the engine is loaded, so /health 200 means ready.
-            startup_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=PROBE_PERIOD_SECONDS,
-                                                failure_threshold=math.ceil(budget / PROBE_PERIOD_SECONDS)),
-            readiness_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=5, failure_threshold=3),
-            liveness_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=10, timeout_seconds=5, failure_threshold=3),
-            security_context=hardened(read_only_root=args.security.gpu_read_only_root),
+            # The port refuses connections until the engine is loaded, so /health 200 means ready. On a multi-node
+            # replica that is after every rank loaded its stage: the leader's engine waits for the whole group.
+            startup_probe=None if is_worker else k8s.core.v1.ProbeArgs(
+                http_get=health, period_seconds=PROBE_PERIOD_SECONDS, failure_threshold=math.ceil(budget / PROBE_PERIOD_SECONDS)),
+            readiness_probe=None if is_worker else k8s.core.v1.ProbeArgs(http_get=health, period_seconds=5, failure_threshold=3),
+            liveness_probe=None if is_worker else k8s.core.v1.ProbeArgs(http_get=health, period_seconds=10, timeout_seconds=5, failure_threshold=3),
+            security_context=security,
             volume_mounts=mounts,
         )
-        return k8s.apps.v1.Deployment(
-            f"{name}-{w.replica}",
-            metadata=meta(w.deployment_name, args.namespace, pod_labels, plan_note),
-            spec=k8s.apps.v1.DeploymentSpecArgs(
-                # A reserved replica has no pod until its ScaledObject starts one (KEDA owns the count then).
-                replicas=0 if w.reserved else 1,
-                revision_history_limit=3,
-                progress_deadline_seconds=max(600, budget),
-                strategy=no_surge(),
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels={**selector(pod_labels), "llm-infra/pod": w.deployment_name}),
-                template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels, annotations=scrape),
-                    spec=gpu_pod_spec(
-                        w.node, gpu, args.security, containers=[container], volumes=volumes, termination_grace_period_seconds=60,
-                        init_containers=[check_cache(args.image, [HF_HOME], mounts[:1], args.security.gpu_read_only_root)]),
-                ),
-            ),
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                custom_timeouts=pulumi.CustomTimeouts(create=f"{math.ceil(budget * 1.5)}s", update=f"{math.ceil(budget * 1.5)}s"),
-                ignore_changes=["spec.replicas"] if w.reserved else None,
-            ),
-        )
+        nodes = [r.node for r in workers] if workers else [rank.node]
+        spec = gpu_pod_spec(
+            nodes if len(nodes) > 1 else nodes[0], gpu, args.security, containers=[container], volumes=volumes,
+            termination_grace_period_seconds=60,
+            init_containers=[check_cache(args.image, [HF_HOME], mounts[:1], args.security.gpu_read_only_root)],
+            spread_label=(GROUP_LABEL, w.deployment_name) if len(nodes) > 1 else None,
+            host_network=net is not None and net.host_network)
+        scrape = {} if is_worker else {"prometheus.io/scrape": "true", "prometheus.io/port": str(VLLM.port), "prometheus.io/path": "/metrics"}
+        return k8s.core.v1.PodTemplateSpecArgs(metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels, annotations=scrape or None),
+                                               spec=spec)
+
+
+def plan_note(w: VllmWorkload) -> dict[str, str]:
+    """What the plan decided, as annotations a person reads with kubectl describe."""
+    where = " ".join(f"{r.node}/{','.join(str(g.index) for g in r.gpus)}" for r in w.ranks)
+    note = {
+        "llm-infra/gpus": where,
+        "llm-infra/kv-cache-gib-per-gpu": f"{w.kv_budget_bytes_per_rank / 1024**3:.2f}",
+        "llm-infra/max-seqs-at-full-context": str(w.max_full_context_seqs),
+        "llm-infra/kv-cache": "pinned" if w.pinned else "profiled",
+    }
+    if w.multi_node:
+        note["llm-infra/stages"] = " ".join(f"rank{r.rank}:layers{r.layers[0]}-{r.layers[1] - 1}" for r in w.ranks)
+    return note

@@ -164,6 +164,13 @@ class VllmEngine:
         "auto_gptq", "gptq", "gptq_marlin", "compressed-tensors", "experts_int8", "quark", "moe_wna16", "torchao",
         "inc", "mxfp4", "fp8_per_tensor", "fp8_per_block", "fp8_per_channel",
     )
+    # Deprecated methods (model_executor/layers/quantization/__init__.py:52): a checkpoint quantized with one of them is
+    # refused unless the server gets --allow-deprecated-quantization (config/model.py:1472-1485).
+    deprecated_quantization_methods: tuple[str, ...] = ("fbgemm_fp8", "fp_quant")
+    # Multi-node (pipelineParallel > 1): torch.distributed's store on the leader (--master-port default,
+    # config/parallel.py:320-322); the only backend vLLM 0.33 allows with --nnodes > 1 besides uni/external_launcher
+    # is mp (parallel.py:1106-1114), and it is the default there (1054-1065).
+    default_master_port: int = 29501
     max_lora_ranks: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
     default_max_lora_rank: int = 16
 

@@ -22,6 +22,10 @@ from stacks.plan import text_table
 
 SERVICE_LABEL = "llm-infra/service"
 """Pod label naming the Service whose pods these are: what the policies select servers by."""
+GROUP_LABEL = "llm-infra/group"
+"""Pod label of every rank of one multi-node vLLM replica (its LeaderWorkerSet's name): what the ranks' policy selects."""
+ROLE_LABEL = "llm-infra/role"
+"""`leader` (serves the API; the model's Service selects it) or `worker` (headless) in a multi-node replica."""
 AGENT_LABEL = "llm-infra/agent"
 """Pod label an agent's pods carry (`llm-infra/agent: <name>`) to get the calls the graph gives that agent."""
 AUTH_SECRET = "edge-basic-auth"
@@ -157,12 +161,13 @@ class Peer:
 
 @dataclass(frozen=True)
 class Allow:
-    """One NetworkPolicy: pods selected by `pod` may receive from (`ingress`) or send to (`egress`) `peers` on `ports`."""
+    """One NetworkPolicy: pods selected by `pod` may receive from (`ingress`), send to (`egress`) or both `peers` on `ports`
+    (none listed: every port)."""
 
     name: str
     pod: tuple[tuple[str, str], ...]
     """Pod labels selecting the policy's pods (empty: every pod in the namespace)."""
-    direction: Literal["ingress", "egress"]
+    direction: Literal["ingress", "egress", "both"]
     peers: tuple[Peer, ...]
     ports: tuple[tuple[str, int], ...]
     """(protocol, port) pairs."""
@@ -217,6 +222,13 @@ def policy_rules(cfg: StackConfig, graph: ServiceGraph, routes: list[IngressRout
         # cert-manager's HTTP-01 solver pod answers the CA's challenge in this namespace, through the ingress controller.
         rules.append(Allow("allow-acme-solver", ((ACME_SOLVER_LABEL, "true"),), "ingress", (Peer("namespace", namespace=controller_ns),),
                            (("TCP", ACME_SOLVER_PORT),), "cert-manager's HTTP-01 challenge, from the ingress controller"))
+    for group in sorted(g for ep in graph.endpoints.values() if ep.alias_of is None for g in ep.groups):
+        # torch.distributed's store is on the master port, but NCCL and vLLM's message queues bind ports the OS picks
+        # (vllm/distributed/device_communicators/shm_broadcast.py binds tcp://<ip>:0): the ranks may use any port, only
+        # among themselves.
+        ranks = ((GROUP_LABEL, group),)
+        rules.append(Allow(f"allow-ranks-{group}", ranks, "both", (Peer("pods", ranks),), (),
+                           f"the ranks of {group} (torch.distributed, NCCL, vLLM's message queues on ports chosen at run time)"))
     if np.download_egress:
         for name in downloaders(graph):
             rules.append(Allow(f"allow-download-{name}", ((SERVICE_LABEL, name),), "egress", (Peer("internet"),),

@@ -34,6 +34,8 @@ class Endpoint:
     """Deployments behind the Service."""
     alias_of: str | None = None
     """Another Service name whose pods this one also selects (the adapter pool's task URLs on vLLM)."""
+    groups: tuple[str, ...] = ()
+    """Multi-node replicas (LeaderWorkerSets) behind it, whose ranks call each other."""
 
     @property
     def base_url(self) -> str:
@@ -168,7 +170,8 @@ def build_graph(cfg: StackConfig, plan: Plan) -> ServiceGraph:
     for v in plan.vllm:
         by_service.setdefault(v.service_name, []).append(v)
     for name, pods in sorted(by_service.items()):
-        endpoints[name] = Endpoint(name, "vllm", VLLM.port, ns, (pods[0].served_name,), tuple(p.deployment_name for p in pods))
+        endpoints[name] = Endpoint(name, "vllm", VLLM.port, ns, (pods[0].served_name,), tuple(p.deployment_name for p in pods),
+                                   groups=tuple(p.deployment_name for p in pods if p.multi_node))
     if plan.engine == "vllm":
         # The seed's task URLs keep working: ollama-<role>:11434 reaches the vLLM server holding that role's
         # adapter, which answers for the adapter's LoRA name (the base: the served name), OpenAI API under /v1.

@@ -7,6 +7,7 @@ validated by the schema below and read once, when first asked for (never at impo
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
 import yaml
@@ -117,3 +118,10 @@ def exported_metrics() -> frozenset[str]:
             else:
                 names.add(name)
     return frozenset(names)
+
+
+@cache
+def vllm_flags() -> frozenset[str]:
+    """Every option string `vllm serve` accepts (catalog/vllm-flags.json, written from vLLM's own parser by tools/vllm_flags.py)."""
+    data = json.loads((CATALOG_DIR / "vllm-flags.json").read_text())
+    return frozenset(s for o in data["options"] for s in o.get("strings", ()))

@@ -24,6 +24,8 @@ LIMIT_RANGE = "llm-infra-defaults"
 ALERTS = "llm-infra-alerts"
 DASHBOARD = "llm-infra-dashboard"
 
+STATEFULSET_NAME_MAX = 52
+"""Its pods' controller-revision-hash label is `<name>-<10-character hash>`, and label values have at most 63 characters."""
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -55,12 +57,16 @@ class Claim:
     name: str
     source: str
     """The config key that produced the name."""
+    controller: bool = False
+    """Made by a controller from an object of the stack (LeaderWorkerSet's headless Service), not rendered; claimed so
+    that no other object takes its name, and counted in the quota."""
 
 
 def cache_users(plan: Plan, graph: ServiceGraph) -> list[tuple[str, str, tuple[str, ...]]]:
     """Every workload that mounts the model cache: (Deployment name, node, config path)."""
     out = [(w.deployment_name, w.node, w.config_path) for w in plan.workloads]
-    out += [(w.deployment_name, w.node, w.config_path) for w in plan.vllm]
+    # A multi-node replica: each rank's pod on its own node (perPod: a claim each; hostPath: each node's).
+    out += [(r.pod, r.node, w.config_path) for w in plan.vllm for r in w.ranks]
     if graph.llama_stack is not None:
         out.append((graph.llama_stack.endpoint.name, graph.llama_stack.node, ("llamaStack",)))
     return out
@@ -89,22 +95,31 @@ def planned_objects(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[C
         out.append(Claim("Secret", ns, HF_SECRET, key("hfToken")))
     if plan.workloads:
         out.append(Claim("ConfigMap", ns, ENSURE_MODEL_CONFIG, key("ollama")))
-    out += [Claim("Deployment", ns, name, source) for name, _, source in workloads]
+    lws = {r.pod: w for w in plan.vllm if w.multi_node for r in w.ranks}
+    out += [Claim("Deployment", ns, name, source) for name, _, source in workloads if name not in lws]
+    for w in (w for w in plan.vllm if w.multi_node):
+        # The LeaderWorkerSet, and the headless Service its controller names after it (LWS_LEADER_ADDRESS resolves there).
+        out += [Claim("LeaderWorkerSet", ns, w.deployment_name, key(*w.config_path, "pipelineParallel")),
+                Claim("Service", ns, w.deployment_name, key(*w.config_path, "pipelineParallel"), controller=True)]
     for w in plan.workloads:
         out.append(Claim("Service", ns, w.service_name, key(*w.config_path)))
-    for name in sorted({w.service_name for w in plan.vllm}):
-        first = next(w for w in plan.vllm if w.service_name == name)
-        out.append(Claim("Service", ns, name, key(*first.config_path)))
-        out += [Claim("Service", ns, ep.name, key(*first.config_path)) for ep in graph.endpoints.values() if ep.alias_of == name]
+    first_of: dict[str, tuple[str, ...]] = {}  # one pass each, not one per model: fleets have thousands
+    for w in plan.vllm:
+        first_of.setdefault(w.service_name, w.config_path)
+    aliases: dict[str, list[str]] = {}
+    for ep in graph.endpoints.values():
+        if ep.alias_of is not None:
+            aliases.setdefault(ep.alias_of, []).append(ep.name)
+    for name, path in sorted(first_of.items()):
+        out.append(Claim("Service", ns, name, key(*path)))
+        out += [Claim("Service", ns, alias, key(*path)) for alias in aliases.get(name, [])]
     if stack is not None:
         out.append(Claim("ConfigMap", ns, stack_config_map(stack.endpoint.name), key("llamaStack")))
         out.append(Claim("Service", ns, stack.endpoint.name, key("llamaStack")))
     out += [Claim("ConfigMap", ns, agent_config_map(a.name), key("agents", a.name)) for a in graph.agents]
     # One PodDisruptionBudget per serving workload: an Ollama server, a vLLM model (all replicas), Llama Stack.
     out += [Claim("PodDisruptionBudget", ns, w.deployment_name, key(*w.config_path)) for w in plan.workloads]
-    for name in sorted({w.service_name for w in plan.vllm}):
-        first = next(w for w in plan.vllm if w.service_name == name)
-        out.append(Claim("PodDisruptionBudget", ns, name, key(*first.config_path)))
+    out += [Claim("PodDisruptionBudget", ns, name, key(*path)) for name, path in sorted(first_of.items())]
     if stack is not None:
         out.append(Claim("PodDisruptionBudget", ns, stack.endpoint.name, key("llamaStack")))
     out += [Claim("HorizontalPodAutoscaler", ns, w.deployment_name, key(*w.config_path, "autoscale"))
@@ -134,12 +149,16 @@ def name_problems(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[str
         if other is not None and other.source != c.source:
             problems.append(f"{c.source}: makes {where}, which {other.source} makes too; rename one of them")
         seen.setdefault((c.kind, c.namespace, c.name), c)
-        rule = DNS_1035_LABEL if c.kind == "Service" else DNS_1123_LABEL if c.kind in ("Deployment", "Namespace") else DNS_1123_SUBDOMAIN
+        rule = DNS_1035_LABEL if c.kind in ("Service", "LeaderWorkerSet") else DNS_1123_LABEL if c.kind in ("Deployment", "Namespace") else DNS_1123_SUBDOMAIN
         limit = 63 if rule is not DNS_1123_SUBDOMAIN else 253
         if len(c.name) > limit or not rule.match(c.name):
             problems.append(f"{c.source}: makes {where}, not a valid {c.kind} name (at most {limit} characters, "
                             f"lowercase letters, digits and '-'{', starting with a letter' if rule is DNS_1035_LABEL else ''}); shorten or rename it")
-        if c.kind in ("Deployment", "Service", "NetworkPolicy", "Ingress", "Middleware") and (len(c.name) > 63 or not LABEL_VALUE.match(c.name)):
+        if c.kind == "LeaderWorkerSet" and len(c.name) + len("-0") > STATEFULSET_NAME_MAX:
+            # Its worker StatefulSet is `<name>-0`; a StatefulSet's controller-revision-hash label is its name plus a hash.
+            problems.append(f"{c.source}: LeaderWorkerSet {c.name} makes the StatefulSet {c.name}-0, longer than the "
+                            f"{STATEFULSET_NAME_MAX} characters a StatefulSet name may have; shorten the model key")
+        if c.kind in ("Deployment", "Service", "NetworkPolicy", "Ingress", "Middleware", "LeaderWorkerSet") and (len(c.name) > 63 or not LABEL_VALUE.match(c.name)):
             problems.append(f"{c.source}: {c.name!r} is used as a label value, which allows at most 63 characters")
     for i, n in enumerate(cfg.nodes):
         if len(n.name) > 63:

@@ -135,6 +135,10 @@ def alert_rules(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[Alert
         wait = max([300] + [budgets.get(w, 0) for w in running])
         rules.append(AlertRule(
             "LlmServiceHasNoReadyPod",
+            # A multi-node replica's readiness is its leader's (ready once every rank joined): the leader StatefulSet
+            # LeaderWorkerSet names after itself.
+            f'sum(kube_statefulset_status_replicas_ready{{namespace="{ns}", statefulset=~"{"|".join(running)}"}}) == 0'
+            if ep.groups else
             f'sum(kube_deployment_status_replicas_available{{namespace="{ns}", deployment=~"{"|".join(running)}"}}) == 0',
             f"{wait}s", "critical", f"Service {name} has had no ready pod for longer than its start-up ({wait} s): its clients "
             "get errors", (("service", name),)))

@@ -34,9 +34,9 @@ def pod_requests(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[PodR
     exclusive = cfg.gpu_sharing.mode == "exclusive"
     for w in plan.workloads:
         pods += [PodRequest(w.server.cpu, round(w.server.memory_gib * 1024), 1 if exclusive else 0)] * server_pods(w.server)  # up to autoscale.maxReplicas
-    for v in plan.vllm:
-        pods.append(PodRequest(v.spec.cpu, round((v.spec.memory_gib + shm_gib(v.spec)) * 1024),
-                               v.spec.tensor_parallel if exclusive else 0))
+    for v in plan.vllm:  # every rank of a multi-node replica is a pod
+        pods += [PodRequest(v.spec.cpu, round((v.spec.memory_gib + shm_gib(v.spec)) * 1024),
+                            v.spec.tensor_parallel if exclusive else 0)] * len(v.ranks)
     if graph.llama_stack is not None and cfg.llama_stack is not None:
         pods.append(PodRequest(cfg.llama_stack.cpu, round(cfg.llama_stack.memory_gib * 1024)))
     if _acme(cfg):

@@ -22,9 +22,12 @@ OLLAMA_PROBE_PERIOD_SECONDS = 5
 
 
 def vllm_startup_seconds(w: VllmWorkload, timing: Vllm) -> int:
-    """First start: download the checkpoint, load it from the cache, compile and profile."""
+    """First start: download the checkpoint, load it from the cache, compile and profile. A multi-node replica is ready
+    when its slowest rank is: every node downloads the whole checkpoint into its cache (vLLM's loader fetches every
+    weight file, not its stage's), then loads its own stage; the ranks do this at the same time."""
     size = w.weights_bytes
-    return math.ceil(size / (timing.download_mib_per_second * MIB) + size / (timing.load_mib_per_second * MIB)
+    load = max(w.stage_weights_bytes(s) for s in range(w.spec.pipeline_parallel))
+    return math.ceil(size / (timing.download_mib_per_second * MIB) + load / (timing.load_mib_per_second * MIB)
                      + timing.compile_seconds)
 
 

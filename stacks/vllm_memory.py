@@ -83,7 +83,9 @@ def non_torch_bytes(tp: int) -> int:
 
 def rank_memory(hf: HfModel, weights_bytes: int, tp: int, util: float, capacity_bytes: int, gpu_name: str,
                 max_num_batched_tokens: int | None, max_num_seqs: int | None, context_bytes: int,
-                lora_bytes: int = 0) -> RankMemory:
+                lora_bytes: int = 0, last_stage: bool = True) -> RankMemory:
+    """`weights_bytes`: what the rank's stage holds over its `tp` GPUs. `last_stage`: the sampler's profile run happens
+    on the last pipeline stage only (`_dummy_sampler_run` needs the logits)."""
     arch: ModelArch = hf.arch
     tokens_default, seqs_default = batch_defaults(capacity_bytes, gpu_name)
     tokens = max_num_batched_tokens or tokens_default
@@ -93,7 +95,7 @@ def rank_memory(hf: HfModel, weights_bytes: int, tp: int, util: float, capacity_
         share_bytes=math.ceil(capacity_bytes * util),
         weights_bytes=math.ceil(weights_bytes / tp),
         activation_bytes=tokens * arch.hidden * 2 * VLLM.activation_factor,
-        sampler_bytes=rows * arch.vocab * 4 * VLLM.sampler_copies,
+        sampler_bytes=rows * arch.vocab * 4 * VLLM.sampler_copies if last_stage else 0,
         non_torch_bytes=non_torch_bytes(tp),
         cudagraph_bytes=round(VLLM.cudagraph_gib * GIB),
         lora_bytes=lora_bytes,
@@ -132,6 +134,10 @@ class KvBlocks:
         return self.num_blocks * self.bytes_per_block
 
 
-def kv_blocks(kv_bytes_per_rank: list[int], kv_bytes_per_token_per_rank: int, max_model_len: int) -> KvBlocks:
-    per_block = VLLM.block_size * kv_bytes_per_token_per_rank
-    return KvBlocks(per_block, max(0, min(kv_bytes_per_rank)) // per_block, max_model_len)
+def kv_blocks(kv_bytes_per_rank: list[int], kv_bytes_per_token_per_rank: int | list[int], max_model_len: int) -> KvBlocks:
+    """Blocks every rank can hold, cut to the smallest count. Pipeline stages hold different layers, so each rank's
+    bytes per token may differ (a list, one per rank); the block size reported is the first rank's."""
+    per_token = (kv_bytes_per_token_per_rank if isinstance(kv_bytes_per_token_per_rank, list)
+                 else [kv_bytes_per_token_per_rank] * len(kv_bytes_per_rank))
+    blocks = min(max(0, kv) // (VLLM.block_size * t) for kv, t in zip(kv_bytes_per_rank, per_token))
+    return KvBlocks(VLLM.block_size * per_token[0], blocks, max_model_len)

@@ -80,3 +80,17 @@ def stack_of(raw: dict[str, Any]):
 
 def plan_of(raw: dict[str, Any], secrets: tuple[str, ...] = ("hfToken", *STORED_SECRET)):
     return stack_from(raw, frozenset(f"llm-infra:{k}" for k in secrets)).plan
+
+
+def pod_templates(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every pod template the stack renders: a Deployment's by its name, a LeaderWorkerSet's leader by its name and its
+    workers' as `<name>/worker`."""
+    out = {}
+    for o in objects:
+        if o["kind"] == "Deployment":
+            out[o["metadata"]["name"]] = o["spec"]["template"]
+        elif o["kind"] == "LeaderWorkerSet":
+            lwt = o["spec"]["leaderWorkerTemplate"]
+            out[o["metadata"]["name"]] = lwt["leaderTemplate"]
+            out[o["metadata"]["name"] + "/worker"] = lwt["workerTemplate"]
+    return out

@@ -87,6 +87,8 @@ class Policies:
 
 
 def pods_of(objects: list[dict[str, Any]]) -> dict[str, Pod]:
-    """Every Deployment's pod, by Deployment name."""
-    return {o["metadata"]["name"]: Pod(o["metadata"]["namespace"], o["spec"]["template"]["metadata"]["labels"])
-            for o in objects if o["kind"] == "Deployment"}
+    """Every Deployment's pod by Deployment name; a LeaderWorkerSet's leader by its name, its workers as `<name>/worker`."""
+    from tests.conftest import pod_templates
+
+    ns = next(o["metadata"]["namespace"] for o in objects if o["kind"] in ("Deployment", "LeaderWorkerSet"))
+    return {name: Pod(ns, t["metadata"]["labels"]) for name, t in pod_templates(objects).items()}

@@ -31,7 +31,7 @@ def kv_per_token(arch: dict) -> int:
 
 def test_every_catalog_file_is_valid_and_names_its_source():
     files = sorted((model_catalog.CATALOG_DIR / "hf").glob("*.yaml")) + sorted((model_catalog.CATALOG_DIR / "ollama").glob("*.yaml"))
-    assert len(files) == 11
+    assert len(files) == 12
     for f in files:
         data = yaml.safe_load(f.read_text())
         assert data["source"], f

@@ -51,7 +51,7 @@ def dup_nested(t: str) -> str:
     return "\n".join(lines[: at + 1] + [lines[at]] + lines[at + 1:]) + "\n"
 
 
-D, P, L = "dev", "prod", "lab"
+D, P, L, S = "dev", "prod", "lab", "scale"
 A = "llm-infra:ollama.adapters"
 V = "llm-infra:vllm.models"
 
@@ -160,6 +160,15 @@ MISTAKES: dict[str, tuple[str, str]] = {
                               "llm-infra:apiKey: the key is in plain text in the stack file"),
     "route to a Service the stack lacks": (edited(P, lambda r: r["ingress"]["routes"].update({"vllm-llama-7b": {"rateLimit": 3}})),
                                            "llm-infra:ingress.routes.vllm-llama-7b: no such Service in the stack; did you mean 'vllm-llama-70b'?"),
+    # Beyond one node (issue 14)
+    "a rank with no node to land on": (edited(S, lambda r: r.update(nodes=[n for n in r["nodes"] if n["name"] != "h100-b"])),
+                                       f"{V}.llama-405b.pipelineParallel: no node for rank 1 of vllm-llama-405b-0"),
+    "more stages than layers": (edited(S, lambda r: models(r)["llama-8b"].update(pipelineParallel=33)),
+                                f"{V}.llama-8b.pipelineParallel: 33 stages for meta-llama/Llama-3.1-8B-Instruct's 32 layers"),
+    "a multi-node model pinned to a node": (edited(S, lambda r: models(r)["llama-405b"].update(node="h100-a")),
+                                            f"{V}.llama-405b.node: with pipelineParallel 2 each of a replica's 2 ranks goes on a node"),
+    "a flag vLLM does not have": (edited(S, lambda r: models(r)["llama-8b"].update(extraArgs=["--max-num-seq", "8"])),
+                                  f"{V}.llama-8b.extraArgs[0]: '--max-num-seq' is not a `vllm serve` option of vLLM 0.33"),
 }
 
 

@@ -11,7 +11,7 @@ from stacks.edge import AGENT_LABEL, SERVICE_LABEL, pod_port, pod_service
 from tests.conftest import problems_of, run_raw, run_secret_raw, stack_of, stack_raw, variant
 from tests.netpol import Address, Pod, Policies, pods_of
 
-STACKS = ("dev", "prod", "lab")
+STACKS = ("dev", "prod", "lab", "scale")
 INTERNET = Address("151.101.1.1")  # a public address (a CDN)
 NODE = Address("10.0.0.5")  # the node network: not the internet
 METADATA = Address("169.254.169.254")  # the cloud metadata service

@@ -250,14 +250,18 @@ def test_a_fleet_in_pools_places_each_model_in_its_pool_and_sums_each_pool():
     plan = plan_of(raw)
     pool_of = {n["name"]: n["pool"] for n in raw["nodes"]}
     for w in plan.vllm:
-        assert pool_of[w.node] == w.spec.pool, w.deployment_name
+        assert all(pool_of[r.node] == w.spec.pool for r in w.ranks), w.deployment_name
+    (x,) = [w for w in plan.vllm if w.multi_node]  # 2 xl nodes: one model over both
+    assert sorted(r.node for r in x.ranks) == ["gpu-000", "gpu-001"] and all(len(r.gpus) == 8 for r in x.ranks)
     pools = {p.name: p for p in plan.pools()}
-    assert sorted(pools) == ["big", "small"] and all(p.nodes == 5 and p.gpus == 40 for p in pools.values())
+    assert sorted(pools) == ["big", "small", "xl"] and [(pools[p].nodes, pools[p].gpus) for p in ("xl", "big", "small")] == [
+        (2, 16), (4, 32), (4, 32)]
+    assert pools["xl"].gpus_used == 16
     for name, p in pools.items():
         gpus = [g for g in plan.gpus if pool_of[g.gpu.node] == name]
         assert p.allocated_bytes == sum(g.allocated_bytes for g in gpus)
         assert p.gpus_used == sum(1 for g in gpus if g.pods) and p.free_bytes == p.capacity_bytes - p.allocated_bytes
-    assert [d["pool"] for d in plan.to_dict()["pools"]] == ["big", "small"]
+    assert [d["pool"] for d in plan.to_dict()["pools"]] == ["xl", "big", "small"]
 
 
 def test_reserved_room_is_summed_per_pool():
@@ -273,3 +277,28 @@ def test_pool_mistakes_name_the_key():
                                              r["vllm"]["models"]["mixtral"].update(pool="a100", node="l40-node")), "lab"))
     assert "llm-infra:vllm.models.mixtral.pool: no node pool 'a100'; pools are: l40" in both
     assert "llm-infra:vllm.models.mixtral.pool: node 'l40-node' is not in pool 'a100'; set one of node or pool" in both
+
+
+def test_placing_a_fleet_stays_linear_in_nodes_and_models(monkeypatch):
+    """Counted, not timed: the GPUs examined (a footprint compared with a GPU's room, by single-node and multi-node
+    placement alike) for a fleet 4x as large in nodes and models grow 4x, not 16x."""
+    import json as json_
+
+    import stacks.plan.vllm as placement
+    from tools.bench import fleet_config
+
+    calls = [0]
+    footprint = placement._footprint
+
+    def counting(*a, **k):
+        calls[0] += 1
+        return footprint(*a, **k)
+
+    monkeypatch.setattr(placement, "_footprint", counting)
+    counts = []
+    for nodes, models in ((40, 200), (160, 800)):
+        calls[0] = 0
+        plan = plan_of({k.split(":", 1)[1]: json_.loads(v) if v[:1] in "{[" else v for k, v in fleet_config(nodes, models).items()})
+        assert sum(1 for w in plan.vllm if w.multi_node) == nodes // 10
+        counts.append(calls[0])
+    assert counts[1] <= 4.5 * counts[0], counts

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_raw, run_secret_raw, stack_raw, variant
+from tests.conftest import pod_templates, run_raw, run_secret_raw, stack_raw, variant
 from tests.test_validate import STACKS, VARIANTS
 
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
@@ -67,7 +67,8 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
 
 
 def pod_specs(run) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in run.objects() if o["kind"] == "Deployment"}
+    """Deployments' and LeaderWorkerSets' (leader and worker) pod specs."""
+    return {name: t["spec"] for name, t in pod_templates(run.objects()).items()}
 
 
 def secrets_of(raw):

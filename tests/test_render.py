@@ -86,7 +86,9 @@ def test_render_draws_the_plan_for_every_stack(tmp_path):
         for g in plan["gpus"]:
             assert f"{g['node']}/{g['index']}" in texts  # one bar per GPU, labelled
             assert f" of {g['capacityGiB']:.2f} GiB" in texts
-    assert "llama-70b" in texts or "deepseek-coder" in texts  # pods are named inside their bars
+        pods = {p["name"].removeprefix("vllm-").removeprefix("ollama-adapter-").removeprefix("ollama-")
+                for g in plan["gpus"] for p in g["pods"]}
+        assert pods and all(p in texts for p in pods), stack  # pods are named inside their bars
 
 
 def test_the_readme_pictures_are_current():

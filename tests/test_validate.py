@@ -92,7 +92,7 @@ def planned_names(raw, secrets=frozenset()) -> set[tuple[str, str | None, str]]:
     from stacks.names import planned_objects
 
     s = stack_from(raw, frozenset(secrets) | {"llm-infra:apiKey"})
-    return {(c.kind, c.namespace, c.name) for c in planned_objects(s.config, s.plan, s.graph)}
+    return {(c.kind, c.namespace, c.name) for c in planned_objects(s.config, s.plan, s.graph) if not c.controller}
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -40,7 +40,7 @@ def test_the_workflow_tests_renders_and_previews_every_stack():
     test_steps = flow["jobs"]["test"]["steps"]
     runs = " ".join(s.get("run", "") for s in test_steps)
     assert "make test" in runs and "make render" in runs
-    assert "for stack in " + " ".join(sorted(STACKS, key=["dev", "prod", "lab"].index)) in runs
+    assert "for stack in " + " ".join(sorted(STACKS, key=["dev", "prod", "lab", "scale"].index)) in runs
     assert any(s.get("uses", "").startswith("actions/upload-artifact@") and s["with"]["path"] == "build/" for s in test_steps)
     preview = flow["jobs"]["preview"]
     assert sorted(preview["strategy"]["matrix"]["stack"]) == sorted(STACKS)

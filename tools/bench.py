@@ -41,23 +41,51 @@ def generated_config(models: int) -> dict[str, str]:
     return {f"llm-infra:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
 
 
+MULTI_NODE_MODEL = "ibm-granite/granite-3.1-8b-instruct"
+"""Not gated (no token), 32 heads over tensor parallel 8: a stand-in for a model larger than a node."""
+
+
 def fleet_config(nodes: int, models: int) -> dict[str, str]:
-    """A fleet: `nodes` nodes of 8 GPUs in two pools (80 GiB and 44 GiB GPUs), `models` small vLLM servers, half per pool."""
-    half = nodes // 2
+    """A fleet of `nodes` nodes of 8 GPUs in three pools: a fifth `xl` (80 GiB), where every other node pair serves a
+    multi-node model (tensor parallel 8 x pipeline parallel 2: a LeaderWorkerSet over two whole nodes), and the rest in
+    `big` (80 GiB) and `small` (44 GiB) serving the other `models` small vLLM servers, alternately."""
+    xl = nodes // 5
+    big = (nodes - xl) // 2
+    multi = min(xl // 2, models)
+
+    def pool(i: int) -> str:
+        return "xl" if i < xl else "big" if i < xl + big else "small"
+
     raw = {
         "namespace": "fleet",
         "nodes": [{
-            "name": f"gpu-{i:03d}", "cpu": 256, "memoryGiB": 2048, "pool": "big" if i < half else "small",
-            "gpus": [{"index": g, "vramGiB": 80 if i < half else 44, "uuid": f"GPU-00000000-0000-0000-{i:04x}-{g:012x}"}
+            "name": f"gpu-{i:03d}", "cpu": 256, "memoryGiB": 2048, "pool": pool(i),
+            "gpus": [{"index": g, "vramGiB": 44 if pool(i) == "small" else 80, "uuid": f"GPU-00000000-0000-0000-{i:04x}-{g:012x}"}
                      for g in range(8)],
         } for i in range(nodes)],
+        "gpuSharing": {"mode": "visible-devices"},
         "vllm": {"models": {
-            f"m{i:04d}": {"model": GENERATED_MODEL, "maxModelLen": 8192, "gpuMemoryUtilization": 0.11 if i % 2 else 0.2,
-                          "cpu": 2, "memoryGiB": 6, "pool": "small" if i % 2 else "big"}
-            for i in range(models)
+            **{f"x{i:03d}": {"model": MULTI_NODE_MODEL, "maxModelLen": 32768, "tensorParallel": 8, "pipelineParallel": 2,
+                             "gpuMemoryUtilization": 0.9, "cpu": 16, "memoryGiB": 64, "pool": "xl"} for i in range(multi)},
+            **{f"m{i:04d}": {"model": GENERATED_MODEL, "maxModelLen": 8192, "gpuMemoryUtilization": 0.11 if i % 2 else 0.2,
+                             "cpu": 2, "memoryGiB": 6, "pool": "small" if i % 2 else "big"} for i in range(models - multi)},
         }},
     }
     return {f"llm-infra:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+
+
+def plan_seconds(nodes: int, models: int, repeat: int) -> float:
+    """Best time to validate a generated fleet and build its plan, graph and name registry (no Pulumi)."""
+    from stacks.loader import stack_from
+
+    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in fleet_config(nodes, models).items()}
+    best = math.inf
+    for _ in range(repeat):
+        _settle()
+        started = time.perf_counter()
+        stack_from(raw, frozenset())
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def _token(obj: dict[str, Any]) -> str:
@@ -120,11 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 500])
     p.add_argument("--repeat", type=int, default=3, help="best of N runs")
     p.add_argument("--fleet", type=int, nargs=2, default=[100, 500], metavar=("NODES", "MODELS"),
-                   help="a generated fleet of NODES nodes (two pools) and MODELS models, rendered too")
+                   help="a generated fleet of NODES nodes (three pools) and MODELS models (a tenth of them over two "
+                        "nodes each), rendered too")
     a = p.parse_args(argv)
     measure(*stack_config("dev"), "dev", 1)  # warm up imports and schema of the SDK
     rows = []
-    work = [(s, None, *stack_config(s)) for s in ("dev", "prod", "lab")]
+    work = [(s, None, *stack_config(s)) for s in ("dev", "prod", "lab", "scale")]
     work += [(f"generated-{n}", n, generated_config(n), []) for n in a.sizes]
     work.append((f"fleet-{a.fleet[0]}", a.fleet[1], fleet_config(*a.fleet), []))
     for i, (name, models, config, secrets) in enumerate(work, 1):
@@ -138,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stack:<15} {models if models else '':>6} {objects:>7} {prog:>9.3f} {1000 * prog / objects:>9.2f} "
               f"{1000 * nogc / objects:>12.2f} {bare_s:>7.3f} {1000 * bare_s / objects:>9.2f} {prog / bare_s:>6.2f}")
     print("ratio = program / bare, same objects, same run. no-GC = the program with Python's cyclic GC paused.")
+    nodes, models = a.fleet
+    small, large = plan_seconds(nodes, models, a.repeat), plan_seconds(4 * nodes, 4 * models, a.repeat)
+    print(f"\nplan alone (config, plan, graph, names): fleet of {nodes} nodes / {models} models {small:.3f} s "
+          f"({1000 * small / models:.3f} ms/model), {4 * nodes} / {4 * models} {large:.3f} s ({1000 * large / (4 * models):.3f} "
+          f"ms/model): x{large / small / 4:.2f} per model for 4x the fleet")
     gen = [r for r in rows if r[0].startswith("generated-")]
     if len(gen) >= 2:
         (_, n0, o0, p0, g0, b0), (_, n1, o1, p1, g1, b1) = gen[0], gen[-1]

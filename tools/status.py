@@ -52,6 +52,11 @@ def planned(stack: Stack) -> dict[str, Planned]:
         out[w.deployment_name] = Planned(w.deployment_name, w.node, str(w.gpu.index), w.pods[0].total_bytes / GIB, ep.name, "ollama", w.model_name)
     for v in plan.vllm:
         ep = owner[v.deployment_name]
+        if v.multi_node:  # one row per rank, by pod name: the ranks of a LeaderWorkerSet are on different nodes
+            for r in v.ranks:
+                out[r.pod] = Planned(r.pod, r.node, ",".join(str(g.index) for g in r.gpus), r.shares[0].total_bytes / GIB, ep.name,
+                                     "vllm" if r.rank == 0 else "vllm-worker", v.served_name)
+            continue
         out[v.deployment_name] = Planned(v.deployment_name, v.node, ",".join(str(g.index) for g in v.gpus),
                                          v.shares[0].total_bytes / GIB, ep.name, "vllm", v.served_name, v.reserved)
     if graph.llama_stack is not None:
@@ -86,6 +91,8 @@ def pod_rows(stack: Stack, pods: list[Any], urls: dict[str, str], client: httpx.
     for pod in sorted(pods, key=lambda p: p.metadata.name):
         labels = pod.metadata.labels or {}
         deployment = labels.get("llm-infra/pod") or labels.get("app.kubernetes.io/instance", "")
+        if pod.metadata.name in plan:  # a rank of a multi-node replica
+            deployment = pod.metadata.name
         p = plan.get(deployment)
         statuses = pod.status.container_statuses or []
         ready = f"{sum(1 for c in statuses if c.ready)}/{len(pod.spec.containers)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import TYPE_CHECKING, Literal
 
@@ -24,6 +25,19 @@ class VllmAutoscale(_Model):
     starts when demand passes (replicas + k - 1) x this, and stops once it stays below for the cooldown."""
 
 
+class MultiNode(_Model):
+    """How the ranks of a model larger than a node talk (`pipelineParallel` > 1)."""
+
+    master_port: int = Field(default=VLLM.default_master_port, ge=1024, le=65535)
+    """`--master-port`: the leader's torch.distributed store every rank joins (vLLM 0.33's default, 29501)."""
+    host_network: bool = False
+    """Ranks on the node's network (`hostNetwork: true`): NCCL over the host's interfaces, no pod overlay. Pod Security
+    `restricted` and `baseline` forbid it: the namespace is then labelled `enforce: privileged` (warn/audit stay restricted)."""
+    rdma_resource: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    """An RDMA device plugin's resource (e.g. `rdma/rdma_shared_device_a`), one per rank, with the IPC_LOCK capability
+    GPUDirect RDMA needs to pin memory; like hostNetwork, the namespace then enforces `privileged`."""
+
+
 class VllmModel(_Model):
     model: str
     """Hugging Face repo id: from the model catalog, or described by `arch`; the first container arg."""
@@ -33,6 +47,11 @@ class VllmModel(_Model):
     """`--served-model-name` (default: the model's key); the name clients send and the metrics label."""
     tensor_parallel: int = Field(default=1, ge=1)
     """`--tensor-parallel-size`: GPUs per pod, all on one node; must divide the attention heads."""
+    pipeline_parallel: int = Field(default=1, ge=1, le=64)
+    """`--pipeline-parallel-size`: nodes per replica, one pipeline stage (a contiguous run of layers) and tensorParallel
+    GPUs on each; above 1 a replica is a LeaderWorkerSet whose leader serves the API and whose workers run headless."""
+    multi_node: MultiNode = MultiNode()
+    """Networking of the ranks when pipelineParallel > 1."""
     replicas: int = Field(default=1, ge=1)
     """Pods behind the model's one Service; each is placed on its own GPUs by the plan."""
     autoscale: VllmAutoscale | None = None
@@ -95,6 +114,8 @@ TYPED_FLAGS = frozenset({
     "--quantization", "-q", "--kv-cache-dtype", "--trust-remote-code", "--no-trust-remote-code",
     "--enable-lora", "--disable-lora", "--lora-modules", "--max-loras", "--max-lora-rank",
     "--port", "--host", "--download-dir", "--api-key", "--hf-token",
+    "--pipeline-parallel-size", "-pp", "--nnodes", "-n", "--node-rank", "-r", "--master-addr", "--master-port", "--headless",
+    "--distributed-executor-backend", "--allow-deprecated-quantization",
 })
 """Flags a typed field (or the component) owns, with their aliases; extraArgs may not repeat them."""
 
@@ -117,10 +138,13 @@ def flag_name(arg: str) -> str:
 
 
 def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) -> list[str]:
-    from stacks.model_catalog import hf_models
+    from stacks.model_catalog import hf_models, vllm_flags
 
     problems: list[str] = []
     names = [n.name for n in cfg.nodes]
+    known_nodes = set(names)
+    pool_of = {n.name: n.pool for n in cfg.nodes}
+    pools = sorted({n.pool for n in cfg.nodes if n.pool})
     gated = []
     for name, m in sorted(vllm.models.items()):
         at = lambda *k: key("vllm", "models", name, *k)  # noqa: E731
@@ -143,6 +167,7 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
         tp_problem = hf.arch.tp_problem(m.tensor_parallel)
         if tp_problem:
             problems.append(f"{at('tensorParallel')}: {tp_problem}")
+        problems += _pipeline_problems(cfg, name, m, hf.arch.layers)
         if m.max_model_len > hf.trained_context:
             problems.append(f"{at('maxModelLen')}: {m.max_model_len} is above {m.model}'s trained context of {hf.trained_context}; use at most {hf.trained_context}")
         q = m.quantization
@@ -171,12 +196,15 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
                 problems.append(f"{at('extraArgs')}[{i}]: {arg!r} repeats a typed setting; set it through its own key instead")
             elif flag in VLLM.removed_flags:
                 problems.append(f"{at('extraArgs')}[{i}]: {arg!r} was removed from vLLM 0.33 and would stop the server; drop it")
-        pools = sorted({n.pool for n in cfg.nodes if n.pool})
+            elif flag not in vllm_flags():
+                near = difflib.get_close_matches(flag, sorted(vllm_flags()), n=1)
+                problems.append(f"{at('extraArgs')}[{i}]: {arg!r} is not a `vllm serve` option of vLLM 0.33 (the server would exit "
+                                f"with 'unrecognized arguments'){f'; did you mean {near[0]}?' if near else ''}")
         if m.pool is not None and m.pool not in pools:
             problems.append(f"{at('pool')}: no node pool {m.pool!r}; pools are: {', '.join(pools) or 'none (set nodes[].pool)'}")
-        if m.pool is not None and m.node is not None and any(n.name == m.node and n.pool != m.pool for n in cfg.nodes):
+        if m.pool is not None and m.node is not None and m.node in pool_of and pool_of[m.node] != m.pool:
             problems.append(f"{at('pool')}: node {m.node!r} is not in pool {m.pool!r}; set one of node or pool")
-        if m.node is not None and m.node not in names:
+        if m.node is not None and m.node not in known_nodes:
             problems.append(f"{at('node')}: no node named {m.node!r}; nodes are: {', '.join(names)}")
         elif m.gpus is not None:
             if m.node is None and len(cfg.nodes) > 1:
@@ -191,16 +219,49 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
             if m.replicas > 1 or m.autoscale is not None:
                 problems.append(f"{at('gpus')}: pinned GPUs serve one pod; with replicas {m.replicas} or autoscale leave gpus unset "
                                 "so the plan places each replica")
-        if cfg.gpu_sharing.mode in ("dra", "visible-devices"):
-            candidates = [n for n in cfg.nodes if m.node in (None, n.name)]
-            for n in candidates:
-                for g in n.gpus:
-                    if not (g.uuid or (cfg.gpu_sharing.mode == "dra" and g.pci_bus_id)):
-                        where = key("nodes", cfg.nodes.index(n), "gpus", n.gpus.index(g))
-                        problems.append(f"{where}: gpuSharing.mode {cfg.gpu_sharing.mode} pins GPUs by {'uuid or pciBusID' if cfg.gpu_sharing.mode == 'dra' else 'UUID'}; set it (nvidia-smi -L)")
+    if cfg.gpu_sharing.mode in ("dra", "visible-devices") and vllm.models:
+        # Every GPU a model may be placed on must be addressable: checked once per GPU, not once per model and GPU.
+        anywhere = any(m.node is None for m in vllm.models.values())
+        pinned_nodes = {m.node for m in vllm.models.values()}
+        for i, n in enumerate(cfg.nodes):
+            if not (anywhere or n.name in pinned_nodes):
+                continue
+            for j, g in enumerate(n.gpus):
+                if not (g.uuid or (cfg.gpu_sharing.mode == "dra" and g.pci_bus_id)):
+                    problems.append(f"{key('nodes', i, 'gpus', j)}: gpuSharing.mode {cfg.gpu_sharing.mode} pins GPUs by "
+                                    f"{'uuid or pciBusID' if cfg.gpu_sharing.mode == 'dra' else 'UUID'}; set it (nvidia-smi -L)")
     if gated and cfg.hf_token is None:
         problems.append(f"{key('hfToken')}: {', '.join(gated)} {'is a gated model' if len(gated) == 1 else 'are gated models'} on Hugging Face; "
                         "set a token with `pulumi config set --secret hfToken hf_...`")
     if cfg.hf_token is not None and key("hfToken") not in secret_keys:
         problems.append(f"{key('hfToken')}: the token is in plain text in the stack file; store it with `pulumi config set --secret hfToken hf_...`")
     return sorted(set(problems), key=problems.index)
+
+
+def _pipeline_problems(cfg: StackConfig, name: str, m: VllmModel, layers: int) -> list[str]:
+    """What a multi-node model (pipelineParallel > 1) cannot be given: vLLM's limits and what one LeaderWorkerSet can pin."""
+    at = lambda *k: key("vllm", "models", name, *k)  # noqa: E731
+    pp = m.pipeline_parallel
+    if pp == 1:
+        return [f"{at('multiNode')}: applies to the ranks of a model on several nodes; set pipelineParallel > 1 or remove it"] \
+            if m.multi_node != MultiNode() else []
+    out = []
+    if pp > layers:
+        # vllm/distributed/utils.py get_pp_indices: each stage takes layers // pp (the remainder to the stages before the last).
+        out.append(f"{at('pipelineParallel')}: {pp} stages for {m.model}'s {layers} layers would leave a stage with no layer; "
+                   f"use at most {layers}")
+    if m.node is not None or m.gpus is not None:
+        out.append(f"{at('node' if m.node is not None else 'gpus')}: with pipelineParallel {pp} each of a replica's {pp} ranks goes "
+                   "on a node of its own; remove node/gpus and choose the nodes with pool")
+    if m.autoscale is not None:
+        out.append(f"{at('autoscale')}: a multi-node replica (pipelineParallel {pp}) is a LeaderWorkerSet group, which the "
+                   "autoscaler does not start; set replicas instead")
+    if pp > 2:
+        # Workers share one pod template (LeaderWorkerSet workerTemplate): what differs per node cannot be written in it.
+        if cfg.gpu_sharing.mode != "exclusive":
+            out.append(f"{key('gpuSharing', 'mode')}: {cfg.gpu_sharing.mode} pins each GPU by name, but the {pp - 1} workers of "
+                       f"{at()} share one pod template (LeaderWorkerSet) on different nodes; use mode exclusive, or pipelineParallel 2")
+        if cfg.model_cache.mode != "rwx":
+            out.append(f"{key('modelCache', 'mode')}: {cfg.model_cache.mode} gives each node (or pod) its own claim, but the "
+                       f"{pp - 1} workers of {at()} share one pod template; use mode rwx, or pipelineParallel 2")
+    return out

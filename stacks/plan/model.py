@@ -82,6 +82,34 @@ class VllmShare:
         return self.memory.footprint_bytes
 
 
+@dataclass(frozen=True)
+class VllmRank:
+    """One node's part of a replica: a pipeline stage (its layers) on tensorParallel GPUs of one node."""
+
+    rank: int
+    """`--node-rank` (0: the leader, which serves the API; the others run headless)."""
+    node: str
+    gpus: tuple[GpuRef, ...]
+    shares: tuple[VllmShare, ...]
+    layers: tuple[int, int]
+    """[first, last) decoder layers of its stage."""
+    pod: str
+    """The pod's name: a Deployment's pod prefix, or the LeaderWorkerSet's `<name>-0` (leader) / `<name>-0-<rank>` (worker)."""
+
+
+def stage_layers(layers: int, pp: int) -> list[tuple[int, int]]:
+    """vLLM 0.33's split of the decoder layers over pipeline stages (vllm/distributed/utils.py get_pp_indices): layers // pp
+    each, the remainder one more each to the stages before the last, counting back from the second-to-last."""
+    parts = [layers // pp] * pp
+    for i in range(2, layers % pp + 2):
+        parts[-i] += 1
+    bounds, start = [], 0
+    for n in parts:
+        bounds.append((start, start + n))
+        start += n
+    return bounds
+
+
 def max_replicas(spec: VllmModel) -> int:
     """Replicas the plan places: `autoscale.maxReplicas` when the model scales, else `replicas`."""
     return spec.autoscale.max_replicas if spec.autoscale is not None else spec.replicas
@@ -105,10 +133,44 @@ class VllmWorkload:
     """A GPU of this pod is shared: its KV cache is pinned with --kv-cache-memory-bytes."""
     margin_bytes: int = 0
     """Taken off a profiled KV cache (0 when pinned: the engine then takes exactly the pinned size)."""
+    ranks: tuple[VllmRank, ...] = ()
+    """Every node's part (one for a single-node model); node, gpus and shares above are the leader's (rank 0)."""
+
+    @property
+    def multi_node(self) -> bool:
+        return self.spec.pipeline_parallel > 1
 
     @property
     def deployment_name(self) -> str:
+        """The Deployment, or for a multi-node replica the LeaderWorkerSet (always numbered: LeaderWorkerSet makes a headless
+        Service of its own name, which must not be the model's Service)."""
+        if self.multi_node:
+            return f"vllm-{self.key}-{self.replica}"
         return f"vllm-{self.key}" if max_replicas(self.spec) == 1 else f"vllm-{self.key}-{self.replica}"
+
+    def pod_name(self, rank: int) -> str:
+        """A multi-node rank's pod: LeaderWorkerSet names the leader `<name>-<group>` and workers `<name>-<group>-<index>`."""
+        return f"{self.deployment_name}-0" + (f"-{rank}" if rank else "")
+
+    @property
+    def stages(self) -> list[tuple[int, int]]:
+        return stage_layers(self.hf.arch.layers, self.spec.pipeline_parallel)
+
+    def stage_weights_bytes(self, stage: int) -> int:
+        """The weights one stage holds (all its GPUs): its layers' share of the body, the embeddings on the first stage and
+        the LM head on the last (vllm/model_executor/models/llama.py builds them only there). One stage: the whole checkpoint."""
+        pp = self.spec.pipeline_parallel
+        if pp == 1:
+            return self.weights_bytes
+        edge = self.hf.arch.vocab * self.hf.arch.hidden * 2  # 16-bit: no quantization method here touches embeddings or head
+        body = max(0, self.weights_bytes - 2 * edge)
+        first, last = self.stages[stage]
+        return round(body * (last - first) / self.hf.arch.layers) + (edge if stage == 0 else 0) + (edge if stage == pp - 1 else 0)
+
+    def kv_bytes_per_token_of(self, stage: int) -> int:
+        """KV bytes one GPU of a stage holds per token: its layers' K and V heads over tensorParallel."""
+        first, last = self.stages[stage]
+        return self.kv_bytes_per_token_per_rank * (last - first) // self.hf.arch.layers
 
     @property
     def reserved(self) -> bool:
@@ -130,12 +192,17 @@ class VllmWorkload:
 
     @property
     def kv_bytes_per_token_per_rank(self) -> int:
+        """Per token per GPU over all the model's layers (one stage: what each GPU holds)."""
         kv_dtype = 1 if self.spec.kv_cache_dtype.startswith("fp8") else dtype_bytes(self.spec.dtype)
         return self.hf.arch.kv_bytes_per_token_per_rank(self.spec.tensor_parallel, kv_dtype)
 
     @property
+    def all_shares(self) -> tuple[VllmShare, ...]:
+        return tuple(s for r in self.ranks for s in r.shares) if self.ranks else self.shares
+
+    @property
     def kv_budget_bytes_per_rank(self) -> int:
-        return min(s.kv_bytes for s in self.shares)
+        return min(s.kv_bytes for s in self.all_shares)
 
     @property
     def max_full_context_seqs(self) -> int:
@@ -157,6 +224,9 @@ def vllm_weights_bytes(spec: VllmModel, hf: HfModel) -> int:
     if hf.quant_bits == 4:
         unq = hf.unquantized_parameters_b * 1e9
         return round(unq * 2 + (params - unq) * VLLM.four_bit_bytes_per_parameter)
+    if hf.quant_bits == 8:  # an FP8 checkpoint: 1 byte per quantized weight (its per-channel fp32 scales are < 0.02 %)
+        unq = hf.unquantized_parameters_b * 1e9
+        return round(unq * 2 + (params - unq))
     if spec.quantization is not None and spec.quantization.startswith("fp8"):
         return round(params)
     return round(params * dtype_bytes(spec.dtype))
@@ -364,6 +434,14 @@ class Plan:
                     "node": w.node,
                     "gpus": [g.index for g in w.gpus],
                     "tensorParallel": w.spec.tensor_parallel,
+                    "pipelineParallel": w.spec.pipeline_parallel,
+                    "ranks": [
+                        {"rank": r.rank, "pod": r.pod, "node": r.node, "gpus": [g.index for g in r.gpus],
+                         "layers": [r.layers[0], r.layers[1] - 1], "weightsPerGpuGiB": gib(r.shares[0].weights_bytes),
+                         "kvCachePerGpuGiB": gib(min(x.kv_bytes for x in r.shares)),
+                         "kvPerTokenPerGpuKiB": round(w.kv_bytes_per_token_of(r.rank) / 1024, 3)}
+                        for r in w.ranks
+                    ],
                     "gpuMemoryUtilization": w.spec.gpu_memory_utilization,
                     "maxModelLen": w.spec.max_model_len,
                     "weightsGiB": gib(w.weights_bytes),

@@ -38,19 +38,26 @@ def format_table(plan: Plan) -> str:
                          f"{p.allocated_bytes / GIB:.2f}", f"{p.reserved_bytes / GIB:.2f}", f"{p.free_bytes / GIB:.2f}"))
         out += ["", "Pools (planned includes reserved)", text_table(rows, left=1)]
     if plan.vllm:
-        rows = [("vLLM pod", "GPUs", "TP", "util", "weights/GPU", "KV/GPU", "KV", "KV/token/GPU", "blocks", "maxModelLen", "seqs at full len")]
+        rows = [("vLLM pod", "GPUs", "TP", "layers", "util", "weights/GPU", "KV/GPU", "KV", "KV/token/GPU", "blocks", "maxModelLen",
+                 "seqs at full len")]
         for w in plan.vllm:
-            rows.append((
-                w.deployment_name + (" (reserved)" if w.reserved else ""), f"{w.node}/{','.join(str(g.index) for g in w.gpus)}",
-                str(w.spec.tensor_parallel),
-                f"{w.spec.gpu_memory_utilization:.2f}", f"{(w.shares[0].weights_bytes) / GIB:.2f}", f"{(w.kv_budget_bytes_per_rank) / GIB:.2f}",
-                "pinned" if w.pinned else f"profiled -{w.margin_bytes / GIB:.2f}",
-                f"{w.kv_bytes_per_token_per_rank / 1024:g} KiB", str(w.blocks.usable_blocks if w.blocks else 0),
-                str(w.spec.max_model_len), str(w.max_full_context_seqs),
-            ))
+            for r in w.ranks:  # one row per node a replica runs on
+                layers = f"{r.layers[0]}-{r.layers[1] - 1}"
+                rows.append((
+                    (r.pod if w.multi_node else w.deployment_name) + (" (reserved)" if w.reserved else ""),
+                    f"{r.node}/{','.join(str(g.index) for g in r.gpus)}", str(w.spec.tensor_parallel), layers,
+                    f"{w.spec.gpu_memory_utilization:.2f}", f"{r.shares[0].weights_bytes / GIB:.2f}",
+                    f"{min(x.kv_bytes for x in r.shares) / GIB:.2f}", "pinned" if w.pinned else f"profiled -{w.margin_bytes / GIB:.2f}",
+                    f"{w.kv_bytes_per_token_of(r.rank) / 1024:g} KiB", str(w.blocks.usable_blocks if w.blocks else 0),
+                    str(w.spec.max_model_len), str(w.max_full_context_seqs),
+                ))
         out += ["", "vLLM (GiB per GPU as vLLM 0.33 accounts for it; KV pinned = --kv-cache-memory-bytes on a shared GPU, "
                 "profiled = vLLM measures, the plan counts the margin off; blocks of 16 tokens after the null block; "
                 "seqs at full len = maxModelLen-token sequences the blocks hold at once)", text_table(rows)]
+        groups = [w for w in plan.vllm if w.multi_node]
+        if groups:
+            out.append("  multi-node: a replica's ranks are pipeline stages on nodes of their own (a LeaderWorkerSet: rank 0 "
+                       "serves the API, the others run headless); every rank holds the same number of KV blocks (the smallest)")
         reserved = [w for w in plan.vllm if w.reserved]
         if reserved:
             out.append(f"  reserved: {len(reserved)} replica(s) up to autoscale.maxReplicas, placed and counted above but started "

@@ -8,20 +8,22 @@ from dataclasses import dataclass
 from stacks.catalog import GIB, VLLM
 from stacks.config import Node, StackConfig, VllmModel, key
 from stacks.config.vllm import hf_model
-from stacks.plan.model import (RESERVED_MARK, GpuPlan, GpuRef, NodePlan, Plan, VllmShare, VllmWorkload, gpu_capacity_bytes,
-                               listing, max_replicas, shm_gib)
+from stacks.plan.model import (RESERVED_MARK, GpuPlan, GpuRef, NodePlan, Plan, VllmRank, VllmShare, VllmWorkload,
+                               gpu_capacity_bytes, listing, max_replicas, shm_gib)
+from stacks.plan.multinode import place_group
 from stacks.vllm_memory import RankMemory, kv_blocks, rank_memory
 
 
 def _vllm_replicas(models: dict[str, tuple[tuple[str, ...], VllmModel]]) -> list[VllmWorkload]:
-    """Every vLLM pod, biggest first (tensor parallel, then share of a GPU), so placement packs well."""
+    """Every vLLM replica, biggest first (nodes, tensor parallel, then share of a GPU), so placement packs well."""
     out = [
         VllmWorkload(k, path, m, hf, r)
         for k, (path, m) in models.items()
         if (hf := hf_model(m)) is not None
         for r in range(max_replicas(m))
     ]
-    return sorted(out, key=lambda w: (-w.spec.tensor_parallel, -w.spec.gpu_memory_utilization, w.key, w.replica))
+    return sorted(out, key=lambda w: (-w.spec.pipeline_parallel, -w.spec.tensor_parallel, -w.spec.gpu_memory_utilization,
+                                      w.key, w.replica))
 
 
 def _may_run(w: VllmWorkload, node: Node) -> bool:
@@ -41,11 +43,11 @@ def _footprint(w: VllmWorkload, g: GpuPlan, allow: VllmAllowances) -> int:
     return math.ceil(w.spec.gpu_memory_utilization * g.gpu.capacity_bytes) + allow.context_bytes
 
 
-def _fit(w: VllmWorkload, node: Node, gpus: dict[tuple[str, int], GpuPlan], pinned: list[int] | None,
+def _fit(w: VllmWorkload, node: Node, gpus: dict[str, list[GpuPlan]], pinned: list[int] | None,
          allow: VllmAllowances, exclusive: bool = False) -> list[GpuPlan] | None:
     """The GPUs of `node` this pod would take: the pinned ones, or the tightest that still have room for
     its footprint (share + context) and the GPU's margin (in exclusive mode, only GPUs nothing else uses)."""
-    room = [g for (n, _), g in gpus.items() if n == node.name and g.free_bytes - allow.margin_bytes >= _footprint(w, g, allow)
+    room = [g for g in gpus.get(node.name, ()) if g.free_bytes - allow.margin_bytes >= _footprint(w, g, allow)
             and not (exclusive and g.pods)]
     if pinned is not None:
         chosen = [g for g in room if g.gpu.index in pinned]
@@ -54,11 +56,12 @@ def _fit(w: VllmWorkload, node: Node, gpus: dict[tuple[str, int], GpuPlan], pinn
     return room[: w.spec.tensor_parallel] if len(room) >= w.spec.tensor_parallel else None
 
 
-def _rank_memory(w: VllmWorkload, g: GpuPlan, allow: VllmAllowances) -> RankMemory:
+def _rank_memory(w: VllmWorkload, g: GpuPlan, allow: VllmAllowances, stage: int = 0) -> RankMemory:
     loras = w.spec.max_loras or len(w.spec.lora_modules)
     lora = w.hf.arch.lora_bytes(w.spec.max_lora_rank or VLLM.default_max_lora_rank) * loras if loras else 0
-    return rank_memory(w.hf, w.weights_bytes, w.spec.tensor_parallel, w.spec.gpu_memory_utilization, g.gpu.capacity_bytes,
-                       g.gpu.model, w.spec.max_num_batched_tokens, w.spec.max_num_seqs, allow.context_bytes, lora)
+    return rank_memory(w.hf, w.stage_weights_bytes(stage), w.spec.tensor_parallel, w.spec.gpu_memory_utilization,
+                       g.gpu.capacity_bytes, g.gpu.model, w.spec.max_num_batched_tokens, w.spec.max_num_seqs,
+                       allow.context_bytes, lora, last_stage=stage == w.spec.pipeline_parallel - 1)
 
 
 def place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan], nodes: dict[str, NodePlan],
@@ -67,38 +70,74 @@ def place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan
     plan.vllm_margin_bytes = allow.margin_bytes
     unplaced: list[VllmWorkload] = []
     exclusive = cfg.gpu_sharing.mode == "exclusive"
+    by_node: dict[str, list[GpuPlan]] = {}
+    for (n, _), g in gpus.items():  # once: every placement then looks at one node's GPUs, not the fleet's
+        by_node.setdefault(n, []).append(g)
+    # First fit, in config order, kept linear for fleets: the nodes a model may use are listed once per (node, pool), and
+    # replicas of one shape (same nodes, GPUs, share) resume where the last one landed. Room only shrinks as pods are
+    # placed, so a node that could not take a shape before cannot take it later: the cursor skips only such nodes.
+    allowed: dict[tuple[str | None, str | None], list[Node]] = {}
+    cursor: dict[tuple, int] = {}
     for w in _vllm_replicas(models):
-        candidates = [n for n in cfg.nodes if _may_run(w, n)]
-        placed = next(((n, f) for n in candidates if (f := _fit(w, n, gpus, w.spec.gpus, allow, exclusive)) is not None), None)
+        nodes_of = allowed.get((w.spec.node, w.spec.pool))
+        if nodes_of is None:
+            nodes_of = allowed[(w.spec.node, w.spec.pool)] = [n for n in cfg.nodes if _may_run(w, n)]
+        shape = (w.spec.node, w.spec.pool, w.spec.pipeline_parallel, w.spec.tensor_parallel, w.spec.gpu_memory_utilization)
+        if w.multi_node:
+            # Every rank on a node of its own, or the whole group is refused (a partial group serves nothing).
+            chosen_ranks = place_group(w, nodes_of, cursor.get(shape, 0), by_node, lambda x, g: _footprint(x, g, allow),
+                                       allow.margin_bytes)
+            if isinstance(chosen_ranks, str):
+                plan.problems.append(chosen_ranks)
+                cursor[shape] = len(nodes_of)
+                continue
+            cursor[shape] = next(i for i, n in enumerate(nodes_of) if n.name == chosen_ranks[0][0])
+            _commit(w, chosen_ranks, nodes, allow)
+            plan.vllm.append(w)
+            continue
+        start = cursor.get(shape, 0) if w.spec.gpus is None else 0
+        placed = next(((i, n, f) for i, n in enumerate(nodes_of[start:], start)
+                       if (f := _fit(w, n, by_node, w.spec.gpus, allow, exclusive)) is not None), None)
+        if w.spec.gpus is None:
+            cursor[shape] = placed[0] if placed else len(nodes_of)
         if placed is None:
             unplaced.append(w)
             continue
-        node, chosen = placed
-        w.node, w.gpus = node.name, tuple(sorted((g.gpu for g in chosen), key=lambda r: r.index))
-        shares = []
-        for g in sorted(chosen, key=lambda g: g.gpu.index):
-            share = VllmShare(w.deployment_name + (RESERVED_MARK if w.reserved else ""), w.deployment_name,
-                              _rank_memory(w, g, allow))
-            g.pods.append(share)
-            shares.append(share)
-        w.shares = tuple(shares)
-        n = nodes[node.name]
-        n.cpu_requests += w.spec.cpu
-        n.memory_requests_gib += w.spec.memory_gib + shm_gib(w.spec)
-        n.pods.append(w.deployment_name)
+        _commit(w, [(placed[1].name, placed[2])], nodes, allow)
         plan.vllm.append(w)
     plan.vllm.sort(key=lambda w: (w.key, w.replica))
     for w in plan.vllm:
         # A GPU shared with another server: the KV size is pinned (--kv-cache-memory-bytes), exactly what the
         # plan computed, so start order and neighbours cannot change it. Alone on its GPUs, vLLM profiles, and
         # the plan counts on the KV cache less the margin its estimates may be off by.
-        w.pinned = any(len(gpus[(w.node, ref.index)].pods) > 1 for ref in w.gpus)
+        w.pinned = any(len(gpus[(r.node, ref.index)].pods) > 1 for r in w.ranks for ref in r.gpus)
         w.margin_bytes = 0 if w.pinned else allow.margin_bytes
-        kv = [s.kv_bytes - w.margin_bytes for s in w.shares]
-        w.blocks = kv_blocks(kv, w.kv_bytes_per_token_per_rank, w.spec.max_model_len)
+        kv = [s.kv_bytes - w.margin_bytes for s in w.all_shares]
+        per_token = [w.kv_bytes_per_token_of(r.rank) for r in w.ranks for _ in r.shares]
+        w.blocks = kv_blocks(kv, per_token, w.spec.max_model_len)
         plan.problems += _vllm_share_problems(w)
     if unplaced:
         plan.problems += _unplaced_problems(cfg, unplaced, gpus, allow)
+
+
+def _commit(w: VllmWorkload, chosen: list[tuple[str, list[GpuPlan]]], nodes: dict[str, NodePlan], allow: VllmAllowances) -> None:
+    """Put each rank's shares on its GPUs and its requests on its node; the leader's placement is the workload's own."""
+    ranks = []
+    for stage, (node, gpu_plans) in enumerate(chosen):
+        pod = w.pod_name(stage) if w.multi_node else w.deployment_name
+        shares = []
+        for g in sorted(gpu_plans, key=lambda g: g.gpu.index):
+            share = VllmShare(pod + (RESERVED_MARK if w.reserved else ""), w.deployment_name, _rank_memory(w, g, allow, stage))
+            g.pods.append(share)
+            shares.append(share)
+        refs = tuple(sorted((g.gpu for g in gpu_plans), key=lambda r: r.index))
+        ranks.append(VllmRank(stage, node, refs, tuple(shares), w.stages[stage], pod))
+        n = nodes[node]
+        n.cpu_requests += w.spec.cpu
+        n.memory_requests_gib += w.spec.memory_gib + shm_gib(w.spec)
+        n.pods.append(pod)
+    w.ranks = tuple(ranks)
+    w.node, w.gpus, w.shares = ranks[0].node, ranks[0].gpus, ranks[0].shares
 
 
 def _vllm_share_problems(w: VllmWorkload) -> list[str]:
@@ -156,8 +195,9 @@ def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dic
             f"plus its {allow.context_bytes / GIB:.2f} GiB context ({need / GIB:.2f} GiB each), and every GPU keeps a "
             f"{allow.margin_bytes / GIB:.2f} GiB margin; free GiB per GPU on node {node.name}: {free or 'no GPUs'}"
         )
-    # How many more GPUs like the node's largest would place what is left (same packing rule).
-    node = cfg.nodes[0]
+    # How many more GPUs like the node's largest would place what is left (same packing rule), on the first node the
+    # first of them may use (its pool's, in a fleet).
+    node = next((n for n in cfg.nodes if _may_run(unplaced[0], n)), cfg.nodes[0])
     if node.gpus and not any(w.spec.gpus for w in unplaced):
         template = max(node.gpus, key=gpu_capacity_bytes)
         capacity = gpu_capacity_bytes(template)
@@ -182,7 +222,7 @@ def _holders(g: GpuPlan) -> str:
 
 
 def _take(w: VllmWorkload, node: Node, gpus: dict[tuple[str, int], GpuPlan], allow: VllmAllowances, exclusive: bool) -> bool:
-    chosen = _fit(w, node, gpus, None, allow, exclusive)
+    chosen = _fit(w, node, {node.name: [g for (n, _), g in gpus.items() if n == node.name]}, None, allow, exclusive)
     for g in chosen or []:
         g.pods.append(VllmShare(w.deployment_name, w.deployment_name, _rank_memory(w, g, allow)))
     return chosen is not None
