@@ -36,7 +36,9 @@ def leader_worker_set(resource_name: str, name: str, namespace: str, obj_labels:
         resource_name,
         api_version=API_VERSION,
         kind=KIND,
-        metadata=meta(name, namespace, obj_labels, annotations),
+        # Pulumi waits for custom resources only when told what to wait for (pulumi-kubernetes 4.18+): the group is
+        # Available once every rank is ready and up to date (lws leaderworkerset_controller.go), within the custom timeouts.
+        metadata=meta(name, namespace, obj_labels, {**annotations, "pulumi.com/waitFor": "condition=Available"}),
         spec={
             "replicas": 1,
             "startupPolicy": "LeaderCreated",

@@ -35,14 +35,14 @@ def pod_security(sec: PodSecurity) -> k8s.core.v1.PodSecurityContextArgs:
     )
 
 
-def hardened(read_only_root: bool = True, add: list[str] | None = None) -> k8s.core.v1.SecurityContextArgs:
-    """No privilege escalation, no capabilities (but `add`, for RDMA's IPC_LOCK), non-root; a read-only root filesystem
-    unless the NVIDIA runtime needs it writable (`podSecurity.gpuReadOnlyRoot`)."""
+def hardened(read_only_root: bool = True) -> k8s.core.v1.SecurityContextArgs:
+    """No privilege escalation, no capabilities, non-root; a read-only root filesystem unless the NVIDIA runtime needs it
+    writable (`podSecurity.gpuReadOnlyRoot`)."""
     return k8s.core.v1.SecurityContextArgs(
         allow_privilege_escalation=False,
         read_only_root_filesystem=read_only_root,
         run_as_non_root=True,
-        capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"], add=add),
+        capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
     )
 
 

@@ -27,8 +27,8 @@ from stacks.quota import quota
 
 
 def pod_security_level(plan) -> str:
-    """`restricted`, or `privileged` when a multi-node model asks for hostNetwork or an RDMA device (IPC_LOCK)."""
-    host = any(w.multi_node and (w.spec.multi_node.host_network or w.spec.multi_node.rdma_resource) for w in plan.vllm)
+    """`restricted`, or `privileged` when a multi-node model's ranks use the host's network (no other level admits it)."""
+    host = any(w.multi_node and w.spec.multi_node.host_network for w in plan.vllm)
     return "privileged" if host else "restricted"
 
 
@@ -60,7 +60,7 @@ class Topology(pulumi.ComponentResource):
                     **labels("llm-infra", cfg.namespace, "namespace"),
                     # Every pod qualifies for `restricted` (non-root, no capabilities, RuntimeDefault seccomp,
                     # no privilege escalation, only PVC/emptyDir/ConfigMap/Secret volumes), unless a multi-node
-                    # model's ranks use the host's network or RDMA (multiNode): no level but privileged admits those.
+                    # model's ranks use the host's network (multiNode.hostNetwork): no level but privileged admits it.
                     "pod-security.kubernetes.io/enforce": pod_security_level(plan),
                     "pod-security.kubernetes.io/warn": "restricted",
                     "pod-security.kubernetes.io/audit": "restricted",

@@ -1,9 +1,10 @@
 """VllmModel: one model served by vLLM 0.33 (a Deployment per replica behind one Service).
 
 Container args come from typed fields through one pure function (`vllm_args`), only with flags
-vLLM 0.33.0 accepts (vllm/engine/arg_utils.py); `extraArgs` may add others but never repeat a typed one. Each replica
-is its own Deployment because the plan pins each replica to its own GPUs; the Service selects
-them all. Weights live in the ModelCache (`HF_HOME`), the Hugging Face token comes from a Secret
+vLLM 0.33.0 accepts (vllm/engine/arg_utils.py; catalog/vllm-flags.json); `extraArgs` may add others but never repeat a
+typed one. Each replica is its own Deployment because the plan pins each replica to its own GPUs; the Service selects
+them all. A replica over several nodes (`pipelineParallel`) is a LeaderWorkerSet instead (components/leader_worker.py):
+one pod per rank, each from the same pod builder, the Service selecting the leaders. Weights live in the ModelCache (`HF_HOME`), the Hugging Face token comes from a Secret
 through `secretKeyRef`, `/dev/shm` is a memory-backed emptyDir sized from tensor parallelism, and
 the startup budget (startupProbe and `VLLM_ENGINE_READY_TIMEOUT_S`) is derived from the weights'
 size: download + load + compile.
@@ -254,10 +255,9 @@ class VllmModel(pulumi.ComponentResource):
             mounts.append(k8s.core.v1.VolumeMountArgs(name="dshm", mount_path="/dev/shm"))
             volumes.append(k8s.core.v1.VolumeArgs(name="dshm", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(medium="Memory", size_limit=f"{shm}Gi")))
         extra = {net.rdma_resource: "1"} if net is not None and net.rdma_resource else {}
+        # No IPC_LOCK for RDMA: added capabilities are not effective for a non-root user (Kubernetes sets no ambient
+        # capabilities); registering memory relies on the memlock limit the container runtime gives the pod.
         security = hardened(read_only_root=args.security.gpu_read_only_root)
-        if extra:
-            # GPUDirect RDMA registers (pins) memory: IPC_LOCK, which Pod Security restricted refuses (the namespace says so).
-            security = hardened(read_only_root=args.security.gpu_read_only_root, add=["IPC_LOCK"])
         container = k8s.core.v1.ContainerArgs(
             name="vllm",
             image=args.image,

@@ -85,6 +85,8 @@ class ModelArch:
     """MLP width, where known (sizes LoRA buffers)."""
     vocab: int = 0
     """Vocabulary size (config.json `vocab_size`): the sampler's logits are rows x vocab in fp32."""
+    tied_embeddings: bool = False
+    """config.json `tie_word_embeddings`: the LM head is the embedding matrix (one copy in the checkpoint)."""
 
     def lora_bytes(self, rank: int, dtype_bytes: int = 2) -> int:
         """One LoRA slot of `rank` on q, k, v, o, gate, up and down of every layer: rank x (in + out) each."""

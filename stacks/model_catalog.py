@@ -61,7 +61,7 @@ class CatalogError(Exception):
 
 def model_arch(name: str, a: ModelArchSpec) -> ModelArch:
     return ModelArch(name, a.parameters_b, a.layers, a.attention_heads, a.kv_heads, a.head_dim, a.hidden, a.max_position,
-                     mla_kv_dim=a.mla_kv_dim, ffn=a.ffn, vocab=a.vocab)
+                     mla_kv_dim=a.mla_kv_dim, ffn=a.ffn, vocab=a.vocab, tied_embeddings=a.tied_embeddings)
 
 
 def hf_model_of(entry: CatalogModel) -> HfModel:

@@ -93,6 +93,9 @@ def test_what_each_architecture_contributes():
     assert "sliding window" not in notes["qwen2.5-7b-instruct"]  # use_sliding_window: false
     assert "MoE: 8 experts, 2 active per token" in notes["mixtral-8x7b-instruct-v0.1"]
     assert "MLA: 576 values per token and layer" in notes["deepseek-v2-lite"]
+    tied = {**fixture("qwen2.5-7b-instruct"), "tie_word_embeddings": True}  # config.json's flag becomes the arch's
+    assert catalog.entry_from_config("q", tied, COUNTS["qwen2.5-7b-instruct"], False)["arch"]["tiedEmbeddings"] is True
+    assert "tiedEmbeddings" not in catalog.entry_from_config("q", fixture("qwen2.5-7b-instruct"), COUNTS["qwen2.5-7b-instruct"], False)["arch"]
     awq = catalog.entry_from_config("casperhansen/mixtral-instruct-awq", fixture("mixtral-instruct-awq"), COUNTS["mixtral-instruct-awq"], False)
     assert awq["quantization"] == {"method": "awq", "bits": 4, "unquantizedParametersB": 0.3}
     assert awq["arch"]["parametersB"] == round((5_800_000_000 * 8 + 300_000_000) / 1e9, 3)

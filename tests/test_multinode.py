@@ -106,12 +106,24 @@ def test_the_scale_plan_puts_each_stage_on_a_node_of_its_own_with_no_over_commit
     assert pools["l40s"].reserved_bytes == 4 * plan.gpus[-1].allocated_bytes > 0  # 4 of 12 8B replicas wait for KEDA
 
 
+def test_tied_embeddings_are_built_on_the_first_and_the_last_stage():
+    """vLLM builds a tied embedding matrix on both ends of the pipeline: the stages hold one copy more than the checkpoint."""
+    raw = variant(lambda r: r["vllm"]["models"].update(granite={
+        "model": "ibm-granite/granite-3.1-8b-instruct", "pool": "h100", "pipelineParallel": 2, "tensorParallel": 8, "maxModelLen": 8192,
+        "cpu": 4, "memoryGiB": 32}) or r["nodes"].extend([{**r["nodes"][0], "name": f"h100-{c}"} for c in "cd"]), "scale")
+    w = next(v for v in plan_of(raw).vllm if v.key == "granite")
+    edge = 49155 * 4096 * 2
+    assert sum(w.stage_weights_bytes(s) for s in range(2)) == w.weights_bytes + edge
+    assert w.stage_weights_bytes(0) == w.stage_weights_bytes(1) == round((w.weights_bytes - edge) / 2) + edge
+
+
 def test_one_node_would_hold_the_405b_but_barely_one_long_sequence():
     """What keeping the 128k context takes (README): on one node of 8 H100s the weights leave about one 128k sequence."""
-    one = variant(lambda r: model(r).update(pipelineParallel=1, maxModelLen=131072), "scale")
-    problems = stack_problems(one)
-    assert any("maxModelLen" in p and "vLLM would refuse to start" in p for p in problems) or \
-        plan_of(one).vllm[0].max_full_context_seqs <= 1
+    (problem,) = stack_problems(variant(lambda r: model(r).update(pipelineParallel=1), "scale"))
+    assert problem.startswith(f"{M}.maxModelLen: vllm-llama-405b's KV cache (8.49 GiB per GPU, profiled, less the 1.00 GiB margin) "
+                              "holds 7790 blocks of 16 tokens after the null block, 124640 tokens: less than one 131072-token")
+    fp8 = plan_of(variant(lambda r: model(r).update(pipelineParallel=1, kvCacheDtype="fp8"), "scale"))
+    assert next(w for w in fp8.vllm if w.key == "llama-405b").max_full_context_seqs == 1
 
 
 def test_a_rank_with_no_node_refuses_the_whole_group_naming_the_key():
@@ -177,6 +189,7 @@ def test_the_leader_worker_set(scale):
     lws = scale.find("LeaderWorkerSet", "vllm-llama-405b-0")
     spec = lws["spec"]
     assert (spec["replicas"], spec["startupPolicy"], spec["leaderWorkerTemplate"]["size"]) == (1, "LeaderCreated", 2)
+    assert lws["metadata"]["annotations"]["pulumi.com/waitFor"] == "condition=Available"  # pulumi up waits for the group
     assert spec["leaderWorkerTemplate"]["restartPolicy"] == "RecreateGroupOnPodRestart"
     leader, worker = (spec["leaderWorkerTemplate"][t]["spec"] for t in ("leaderTemplate", "workerTemplate"))
     assert leader["nodeSelector"] == {"kubernetes.io/hostname": "h100-a"} and worker["nodeSelector"] == {"kubernetes.io/hostname": "h100-b"}
@@ -200,8 +213,9 @@ def test_the_start_up_budget_covers_every_rank_downloading_the_checkpoint_and_lo
     stack = stack_of(stack_raw("scale"))
     w = next(v for v in stack.plan.vllm if v.multi_node)
     t = stack.config.vllm
-    budget = math.ceil(w.weights_bytes / (t.download_mib_per_second * MIB) + w.stage_weights_bytes(0) / (t.load_mib_per_second * MIB)
-                       + t.compile_seconds)
+    largest = max(w.stage_weights_bytes(s) for s in range(2))
+    budget = math.ceil(w.weights_bytes / (t.download_mib_per_second * MIB) + largest / (t.load_mib_per_second * MIB) + t.compile_seconds)
+    assert largest < w.weights_bytes  # a rank loads its stage, not the whole checkpoint
     lc = scale.find("LeaderWorkerSet", "vllm-llama-405b-0")["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
     assert env_of(lc)["VLLM_ENGINE_READY_TIMEOUT_S"] == str(budget) and budget > 2500
     assert lc["startupProbe"]["failureThreshold"] * lc["startupProbe"]["periodSeconds"] >= budget
@@ -285,7 +299,7 @@ def test_a_name_the_leader_worker_set_s_service_would_take_is_refused():
     assert any("makes Service llm-scale/vllm-llama-405b-0" in p for p in stack_problems(raw))
 
 
-def test_host_network_and_rdma_are_opt_in_and_say_what_they_cost():
+def test_host_network_and_rdma_are_opt_in_and_host_network_says_what_it_costs():
     raw = variant(lambda r: model(r).update(multiNode={"hostNetwork": True, "rdmaResource": "rdma/rdma_shared_device_a"}), "scale")
     run = run_secret_raw(raw, ["hfToken"])
     labels = run.find("Namespace", "llm-scale")["metadata"]["labels"]
@@ -293,9 +307,12 @@ def test_host_network_and_rdma_are_opt_in_and_say_what_they_cost():
     spec = run.find("LeaderWorkerSet", "vllm-llama-405b-0")["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]
     assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
     (c,) = spec["containers"]
-    assert c["resources"]["limits"]["rdma/rdma_shared_device_a"] == "1" and c["securityContext"]["capabilities"]["add"] == ["IPC_LOCK"]
+    assert c["resources"]["limits"]["rdma/rdma_shared_device_a"] == c["resources"]["requests"]["rdma/rdma_shared_device_a"] == "1"
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}  # an added capability does nothing for a non-root user
     default = run_secret_raw(stack_raw("scale"), ["hfToken"]).find("LeaderWorkerSet", "vllm-llama-405b-0")
     assert "hostNetwork" not in default["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]
+    rdma_only = run_secret_raw(variant(lambda r: model(r).update(multiNode={"rdmaResource": "rdma/ib"}), "scale"), ["hfToken"])
+    assert rdma_only.find("Namespace", "llm-scale")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
 def test_perpod_cache_gives_each_rank_its_claim():
@@ -326,3 +343,61 @@ def test_a_model_key_too_long_for_the_worker_statefulset_is_refused():
         r["vllm"]["models"][key[:43]] = r["vllm"]["models"].pop("llama-405b")
         r["ingress"].pop("routes")
     assert any(w.multi_node for w in plan_of(variant(shorter, "scale")).vllm)
+
+
+def test_no_other_pod_shares_a_rank_s_gpus_in_any_mode():
+    """visible-devices lets pods share GPUs; a rank's GPUs stay its own (one slow GPU slows the whole group)."""
+    def edit(r):
+        r["gpuSharing"]["mode"] = "visible-devices"
+        for i, n in enumerate(r["nodes"]):
+            for g in n["gpus"]:
+                g["uuid"] = f"GPU-{i:08x}-0000-0000-0000-{g['index']:012x}"
+        model(r).update(gpuMemoryUtilization=0.6)  # room left on every H100 for a small model
+        r["vllm"]["models"]["small"] = {"model": "meta-llama/Llama-3.1-8B-Instruct", "pool": "h100", "maxModelLen": 8192,
+                                        "gpuMemoryUtilization": 0.3, "cpu": 4, "memoryGiB": 16}
+    problems = stack_problems(variant(edit, "scale"))
+    assert problems[0].startswith("llm-infra:vllm.models.small: no room for vllm-small")
+    assert "(held by vllm-llama-405b-0)" in problems[0]
+
+
+def test_ranks_on_the_host_network_never_share_a_node():
+    """Their API and master ports are the node's: two groups' leaders on one node would collide."""
+    def edit(r, host):
+        model(r).update(tensorParallel=4, replicas=2, maxModelLen=32768, multiNode={"hostNetwork": host})
+    shared = [sorted(r.node for r in w.ranks) for w in plan_of(variant(lambda r: edit(r, False), "scale")).vllm if w.multi_node]
+    assert shared == [["h100-a", "h100-b"], ["h100-a", "h100-b"]]  # 4 GPUs each: both groups fit on the same two nodes
+    problems = stack_problems(variant(lambda r: edit(r, True), "scale"))
+    assert any(p.startswith(f"{M}.pipelineParallel: no node for rank 0 of vllm-llama-405b-1") and
+               "h100-a has another group's rank on the host network" in p for p in problems), problems
+
+
+def test_the_tightest_rank_decides_whether_the_share_fits():
+    """The last stage also holds the sampler's profile run: at a low utilization it is the one that does not fit."""
+    (problem,) = [p for p in stack_problems(variant(lambda r: model(r).update(gpuMemoryUtilization=0.45), "scale")) if p.startswith(M)]
+    assert problem.startswith(f"{M}.gpuMemoryUtilization: vllm-llama-405b-0-0-1 does not fit its share of a GPU")
+    assert "of stage 2's" in problem and "(layers 63-125) over tensorParallel 8" in problem and "or pipelineParallel" in problem
+
+
+def test_replicas_no_node_can_take_are_named_in_one_problem():
+    problems = [p for p in stack_problems(variant(lambda r: model(r).update(replicas=4), "scale")) if p.startswith(M)]
+    assert len(problems) == 1 and problems[0].endswith("; the same for vllm-llama-405b-2, vllm-llama-405b-3")
+
+
+@pytest.mark.parametrize("extra", [["--max-logprobs", "-1"], ["--compilation-config.cudagraph_mode", "FULL"], ["-O3"],
+                                   ["--enable_prefix_caching"], ["--speculative-config={\"method\": \"ngram\"}"]])
+def test_extra_args_vllm_accepts_are_accepted(extra):
+    assert not [p for p in _problems_or_none(variant(lambda r: model(r, "llama-8b").update(extraArgs=extra), "scale")) if "extraArgs" in p]
+
+
+def _problems_or_none(raw) -> list[str]:
+    from stacks.errors import ConfigError
+    try:
+        stack_of(raw)
+        return []
+    except ConfigError as exc:
+        return exc.problems
+
+
+def test_the_master_port_is_not_the_api_port():
+    assert f"{M}.multiNode.masterPort: 8000 is the leader's API port; use another (vLLM's default is 29501)" in stack_problems(
+        variant(lambda r: model(r).update(multiNode={"masterPort": 8000}), "scale"))

@@ -171,8 +171,15 @@ def test_plan_names_what_more_the_node_needs():
     problems = stack_problems(variant(lambda r: (r["vllm"]["models"]["llama-8b-multi"].update(replicas=3),
                                                  r["vllm"]["models"]["llama-8b-multi"].pop("autoscale")), "lab"))
     assert problems[0].startswith("llm-infra:vllm.models.llama-8b-multi: no room for vllm-llama-8b-multi-2: each needs 0.45 of 1 GPU(s) of one node")
-    assert problems[1] == ("llm-infra:nodes[0].gpus: to place everything, node l40-node needs 1 more GPU(s) of 44.40 GiB "
+    assert problems[1] == ("llm-infra:nodes[0].gpus: to place vllm-llama-8b-multi-2, node l40-node needs 1 more GPU(s) of 44.40 GiB "
                            "(like its GPU 0), or lower gpuMemoryUtilization / replicas")
+
+
+def test_in_a_fleet_the_node_that_needs_more_gpus_is_the_model_s_pool_s():
+    """The hint names the node the model may use (its pool's first) and its own config key, not the stack's first node."""
+    problems = stack_problems(variant(lambda r: r["vllm"]["models"]["llama-8b"]["autoscale"].update(maxReplicas=14), "scale"))
+    assert problems[-1] == ("llm-infra:nodes[2].gpus: to place vllm-llama-8b-12, vllm-llama-8b-13, node l40s-1 needs 2 more "
+                            "GPU(s) of 44.42 GiB (like its GPU 0), or lower gpuMemoryUtilization / replicas")
 
 
 def test_plan_json_reports_vllm_concurrency():

@@ -46,7 +46,7 @@ MULTI_NODE_MODEL = "ibm-granite/granite-3.1-8b-instruct"
 
 
 def fleet_config(nodes: int, models: int) -> dict[str, str]:
-    """A fleet of `nodes` nodes of 8 GPUs in three pools: a fifth `xl` (80 GiB), where every other node pair serves a
+    """A fleet of `nodes` nodes of 8 GPUs in three pools: a fifth `xl` (80 GiB), where each pair of nodes serves a
     multi-node model (tensor parallel 8 x pipeline parallel 2: a LeaderWorkerSet over two whole nodes), and the rest in
     `big` (80 GiB) and `small` (44 GiB) serving the other `models` small vLLM servers, alternately."""
     xl = nodes // 5

@@ -61,6 +61,8 @@ def entry_from_config(repo: str, config: dict[str, Any], parameter_count: dict[s
         notes.append(f"MLA: {arch['mlaKvDim']} values per token and layer, not split by tensor parallelism")
     if cfg.get("intermediate_size"):
         arch["ffn"] = int(cfg["intermediate_size"])
+    if cfg.get("tie_word_embeddings"):
+        arch["tiedEmbeddings"] = True
     window = cfg.get("sliding_window")
     if window and cfg.get("use_sliding_window", True) and window < arch["maxPosition"]:
         notes.append(f"sliding window of {window} tokens: the plan sizes every layer for the full context (an upper bound)")
@@ -103,7 +105,7 @@ def entry_from_config(repo: str, config: dict[str, Any], parameter_count: dict[s
 
 
 def _arch_order(item: tuple[str, Any]) -> int:
-    order = ["parametersB", "layers", "attentionHeads", "kvHeads", "headDim", "hidden", "maxPosition", "vocab", "mlaKvDim", "ffn", "gated"]
+    order = ["parametersB", "layers", "attentionHeads", "kvHeads", "headDim", "hidden", "maxPosition", "vocab", "mlaKvDim", "ffn", "tiedEmbeddings", "gated"]
     return order.index(item[0])
 
 

@@ -30,5 +30,8 @@ class ModelArchSpec(_Model):
     """MLA models (DeepSeek-V2/V3): `kv_lora_rank + qk_rope_head_dim`; 0 otherwise."""
     ffn: int = Field(default=0, ge=0)
     """`intermediate_size` (sizes LoRA slots)."""
+    tied_embeddings: bool = False
+    """`tie_word_embeddings`: one matrix for the embeddings and the LM head (with pipeline parallelism vLLM builds it on
+    the first and the last stage)."""
     gated: bool = False
     """The repo is gated on Hugging Face (needs hfToken)."""

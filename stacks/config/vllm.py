@@ -34,8 +34,8 @@ class MultiNode(_Model):
     """Ranks on the node's network (`hostNetwork: true`): NCCL over the host's interfaces, no pod overlay. Pod Security
     `restricted` and `baseline` forbid it: the namespace is then labelled `enforce: privileged` (warn/audit stay restricted)."""
     rdma_resource: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-    """An RDMA device plugin's resource (e.g. `rdma/rdma_shared_device_a`), one per rank, with the IPC_LOCK capability
-    GPUDirect RDMA needs to pin memory; like hostNetwork, the namespace then enforces `privileged`."""
+    """An RDMA device plugin's resource (e.g. `rdma/rdma_shared_device_a`), one per rank, for NCCL over InfiniBand/RoCE.
+    The pods stay non-root with no capabilities: registering memory needs the runtime's memlock limit (`ulimit -l`)."""
 
 
 class VllmModel(_Model):
@@ -131,6 +131,14 @@ def hf_model(m: VllmModel) -> HfModel | None:
     return HfModel(m.model, model_arch(m.model, m.arch), gated=m.arch.gated, note="described inline (arch)")
 
 
+def _number(arg: str) -> bool:
+    try:
+        float(arg)
+        return True
+    except ValueError:
+        return False
+
+
 def flag_name(arg: str) -> str:
     """`--max_num_seqs=4` -> `--max-num-seqs` (vLLM accepts underscores and `=`)."""
     name = arg.split("=", 1)[0]
@@ -190,13 +198,13 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
                 problems.append(f"{at('loraModules', lora)}: {path!r} must be a directory inside the model cache, relative and without '..'")
         for i, arg in enumerate(m.extra_args):
             flag = flag_name(arg)
-            if not arg.startswith("-"):
-                continue
+            if not arg.startswith("-") or _number(arg) or re.match(r"^-O.", arg):
+                continue  # a value (negative numbers too), or vLLM's -O<level> shorthand (utils/argparse_utils.py)
             if flag in TYPED_FLAGS:
                 problems.append(f"{at('extraArgs')}[{i}]: {arg!r} repeats a typed setting; set it through its own key instead")
             elif flag in VLLM.removed_flags:
                 problems.append(f"{at('extraArgs')}[{i}]: {arg!r} was removed from vLLM 0.33 and would stop the server; drop it")
-            elif flag not in vllm_flags():
+            elif flag.split(".", 1)[0].rstrip("+") not in vllm_flags():  # `--compilation-config.mode 3`: a key of a config option
                 near = difflib.get_close_matches(flag, sorted(vllm_flags()), n=1)
                 problems.append(f"{at('extraArgs')}[{i}]: {arg!r} is not a `vllm serve` option of vLLM 0.33 (the server would exit "
                                 f"with 'unrecognized arguments'){f'; did you mean {near[0]}?' if near else ''}")
@@ -246,6 +254,9 @@ def _pipeline_problems(cfg: StackConfig, name: str, m: VllmModel, layers: int) -
         return [f"{at('multiNode')}: applies to the ranks of a model on several nodes; set pipelineParallel > 1 or remove it"] \
             if m.multi_node != MultiNode() else []
     out = []
+    if m.multi_node.master_port == VLLM.port:
+        out.append(f"{at('multiNode', 'masterPort')}: {VLLM.port} is the leader's API port; use another (vLLM's default is "
+                   f"{VLLM.default_master_port})")
     if pp > layers:
         # vllm/distributed/utils.py get_pp_indices: each stage takes layers // pp (the remainder to the stages before the last).
         out.append(f"{at('pipelineParallel')}: {pp} stages for {m.model}'s {layers} layers would leave a stage with no layer; "

@@ -63,6 +63,9 @@ class VllmShare:
     name: str
     workload: str
     memory: RankMemory
+    exclusive: bool = False
+    """A rank of a multi-node replica: its GPU is its alone, in every pinning mode (a shared GPU would slow the whole
+    tensor-parallel group, and the pipeline with it)."""
 
     @property
     def weights_bytes(self) -> int:
@@ -162,8 +165,10 @@ class VllmWorkload:
         pp = self.spec.pipeline_parallel
         if pp == 1:
             return self.weights_bytes
-        edge = self.hf.arch.vocab * self.hf.arch.hidden * 2  # 16-bit: no quantization method here touches embeddings or head
-        body = max(0, self.weights_bytes - 2 * edge)
+        # 16-bit: no quantization method here touches embeddings or head. The checkpoint holds one matrix when they are
+        # tied, but vLLM builds it on the first stage and again on the last (models/llama.py, is_last_rank and tied).
+        edge = self.hf.arch.vocab * self.hf.arch.hidden * 2
+        body = max(0, self.weights_bytes - (1 if self.hf.arch.tied_embeddings else 2) * edge)
         first, last = self.stages[stage]
         return round(body * (last - first) / self.hf.arch.layers) + (edge if stage == 0 else 0) + (edge if stage == pp - 1 else 0)
 

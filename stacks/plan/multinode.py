@@ -17,30 +17,34 @@ from stacks.plan.model import GpuPlan, VllmWorkload, listing
 
 
 def place_group(w: VllmWorkload, allowed: list[Node], start: int, by_node: dict[str, list[GpuPlan]],
-                footprint: Callable[[VllmWorkload, GpuPlan], int], margin: int) -> list[tuple[str, list[GpuPlan]]] | str:
-    """(node, GPUs) for every rank, leader first, among the nodes the model may use from `start` on (the nodes before it
-    could not take a rank of this shape); or why a rank has no node to land on."""
+                footprint: Callable[[VllmWorkload, GpuPlan], int], margin: int, avoid: set[str]
+                ) -> tuple[int, list[tuple[str, list[GpuPlan]]]] | str:
+    """(index in `allowed` of the leader's node, (node, GPUs) for every rank, leader first), among the nodes the model may
+    use from `start` on (those before it could not take a rank of this shape) and not in `avoid`; or why a rank has no
+    node to land on."""
     tp, pp = w.spec.tensor_parallel, w.spec.pipeline_parallel
     chosen: list[tuple[str, list[GpuPlan]]] = []
-    taken: set[str] = set()
+    first = start
     for stage in range(pp):
         placed = None
-        for n in allowed[start:]:
-            if n.name in taken:
+        for i in range(start, len(allowed)):
+            n = allowed[i]
+            if n.name in avoid or any(n.name == m for m, _ in chosen):
                 continue
             free = [g for g in by_node.get(n.name, ()) if not g.pods and g.free_bytes - margin >= footprint(w, g)]
             if len(free) >= tp:
                 placed = (n.name, sorted(free, key=lambda g: g.gpu.index)[:tp])
+                first = i if stage == 0 else first
                 break
         if placed is None:
-            return _no_node(w, stage, chosen, allowed, by_node, footprint, margin)
-        taken.add(placed[0])
+            return _no_node(w, stage, chosen, allowed, by_node, footprint, margin, avoid)
         chosen.append(placed)
-    return chosen
+    return first, chosen
 
 
 def _no_node(w: VllmWorkload, stage: int, chosen: list[tuple[str, list[GpuPlan]]], allowed: list[Node],
-             by_node: dict[str, list[GpuPlan]], footprint: Callable[[VllmWorkload, GpuPlan], int], margin: int) -> str:
+             by_node: dict[str, list[GpuPlan]], footprint: Callable[[VllmWorkload, GpuPlan], int], margin: int,
+             avoid: set[str]) -> str:
     tp, pp = w.spec.tensor_parallel, w.spec.pipeline_parallel
     first, last = w.stages[stage]
     where = f"pool {w.spec.pool}" if w.spec.pool else "the stack"
@@ -51,6 +55,9 @@ def _no_node(w: VllmWorkload, stage: int, chosen: list[tuple[str, list[GpuPlan]]
         gs = by_node.get(n.name, [])
         if n.name in rank_on:
             free.append(f"{n.name} has rank {rank_on[n.name]}")
+            continue
+        if n.name in avoid:
+            free.append(f"{n.name} has another group's rank on the host network")
             continue
         room = sum(1 for g in gs if not g.pods and g.free_bytes - margin >= footprint(w, g))
         free.append(f"{n.name} {room} of {len(gs)}")

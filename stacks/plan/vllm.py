@@ -47,13 +47,18 @@ def _fit(w: VllmWorkload, node: Node, gpus: dict[str, list[GpuPlan]], pinned: li
          allow: VllmAllowances, exclusive: bool = False) -> list[GpuPlan] | None:
     """The GPUs of `node` this pod would take: the pinned ones, or the tightest that still have room for
     its footprint (share + context) and the GPU's margin (in exclusive mode, only GPUs nothing else uses)."""
-    room = [g for g in gpus.get(node.name, ()) if g.free_bytes - allow.margin_bytes >= _footprint(w, g, allow)
-            and not (exclusive and g.pods)]
+    room = [g for g in gpus.get(node.name, ()) if not (exclusive and g.pods) and not _held_whole(g)
+            and g.free_bytes - allow.margin_bytes >= _footprint(w, g, allow)]
     if pinned is not None:
         chosen = [g for g in room if g.gpu.index in pinned]
         return chosen if len(chosen) == len(pinned) else None
     room.sort(key=lambda g: (g.free_bytes - _footprint(w, g, allow), g.gpu.index))
     return room[: w.spec.tensor_parallel] if len(room) >= w.spec.tensor_parallel else None
+
+
+def _held_whole(g: GpuPlan) -> bool:
+    """A rank of a multi-node replica holds the GPU: nothing else goes on it."""
+    return any(isinstance(p, VllmShare) and p.exclusive for p in g.pods)
 
 
 def _rank_memory(w: VllmWorkload, g: GpuPlan, allow: VllmAllowances, stage: int = 0) -> RankMemory:
@@ -78,20 +83,29 @@ def place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan
     # placed, so a node that could not take a shape before cannot take it later: the cursor skips only such nodes.
     allowed: dict[tuple[str | None, str | None], list[Node]] = {}
     cursor: dict[tuple, int] = {}
+    refused: dict[tuple, list[str]] = {}
+    host_network: set[str] = set()
+    """Nodes with a rank on the host's network: its API and master ports are the node's, so one such rank per node."""
     for w in _vllm_replicas(models):
         nodes_of = allowed.get((w.spec.node, w.spec.pool))
         if nodes_of is None:
             nodes_of = allowed[(w.spec.node, w.spec.pool)] = [n for n in cfg.nodes if _may_run(w, n)]
-        shape = (w.spec.node, w.spec.pool, w.spec.pipeline_parallel, w.spec.tensor_parallel, w.spec.gpu_memory_utilization)
+        shape = (w.spec.node, w.spec.pool, w.spec.pipeline_parallel, w.spec.tensor_parallel, w.spec.gpu_memory_utilization,
+                 w.spec.multi_node.host_network)
         if w.multi_node:
-            # Every rank on a node of its own, or the whole group is refused (a partial group serves nothing).
-            chosen_ranks = place_group(w, nodes_of, cursor.get(shape, 0), by_node, lambda x, g: _footprint(x, g, allow),
-                                       allow.margin_bytes)
-            if isinstance(chosen_ranks, str):
-                plan.problems.append(chosen_ranks)
-                cursor[shape] = len(nodes_of)
+            if shape in refused:  # the nodes that refused the first of this shape refuse the others too
+                refused[shape].append(w.deployment_name)
                 continue
-            cursor[shape] = next(i for i, n in enumerate(nodes_of) if n.name == chosen_ranks[0][0])
+            # Every rank on a node of its own, or the whole group is refused (a partial group serves nothing).
+            avoid = host_network if w.spec.multi_node.host_network else set()
+            group = place_group(w, nodes_of, cursor.get(shape, 0), by_node, lambda x, g: _footprint(x, g, allow),
+                                allow.margin_bytes, avoid)
+            if isinstance(group, str):
+                refused[shape] = [group]
+                continue
+            cursor[shape], chosen_ranks = group
+            if w.spec.multi_node.host_network:
+                host_network.update(node for node, _ in chosen_ranks)
             _commit(w, chosen_ranks, nodes, allow)
             plan.vllm.append(w)
             continue
@@ -105,6 +119,8 @@ def place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan
             continue
         _commit(w, [(placed[1].name, placed[2])], nodes, allow)
         plan.vllm.append(w)
+    for first, *more in refused.values():
+        plan.problems.append(first + (f"; the same for {listing(more)}" if more else ""))
     plan.vllm.sort(key=lambda w: (w.key, w.replica))
     for w in plan.vllm:
         # A GPU shared with another server: the KV size is pinned (--kv-cache-memory-bytes), exactly what the
@@ -127,7 +143,8 @@ def _commit(w: VllmWorkload, chosen: list[tuple[str, list[GpuPlan]]], nodes: dic
         pod = w.pod_name(stage) if w.multi_node else w.deployment_name
         shares = []
         for g in sorted(gpu_plans, key=lambda g: g.gpu.index):
-            share = VllmShare(pod + (RESERVED_MARK if w.reserved else ""), w.deployment_name, _rank_memory(w, g, allow, stage))
+            share = VllmShare(pod + (RESERVED_MARK if w.reserved else ""), w.deployment_name, _rank_memory(w, g, allow, stage),
+                              exclusive=w.multi_node)
             g.pods.append(share)
             shares.append(share)
         refs = tuple(sorted((g.gpu for g in gpu_plans), key=lambda r: r.index))
@@ -142,23 +159,27 @@ def _commit(w: VllmWorkload, chosen: list[tuple[str, list[GpuPlan]]], nodes: dic
 
 def _vllm_share_problems(w: VllmWorkload) -> list[str]:
     at = lambda *k: key(*w.config_path, *k)  # noqa: E731
-    s = min(w.shares, key=lambda x: x.kv_bytes)
+    # The tightest GPU of any rank (a multi-node replica's last stage also holds the sampler's profile run).
+    rank, s = min(((r, x) for r in w.ranks for x in r.shares), key=lambda rx: rx[1].kv_bytes)
     m = s.memory
     util = w.spec.gpu_memory_utilization
+    pod = rank.pod if w.multi_node else w.deployment_name
     if m.kv_bytes <= 0:
+        whole = (f"of stage {rank.rank + 1}'s {w.stage_weights_bytes(rank.rank) / GIB:.2f} GiB (layers {rank.layers[0]}-"
+                 f"{rank.layers[1] - 1})" if w.multi_node else f"of {(w.weights_bytes) / GIB:.2f} GiB")
         return [
-            f"{at('gpuMemoryUtilization')}: {w.deployment_name} does not fit its share of a GPU: {util:g} x "
+            f"{at('gpuMemoryUtilization')}: {pod} does not fit its share of a GPU: {util:g} x "
             f"{(m.share_bytes / util) / GIB:.2f} GiB = {(m.share_bytes) / GIB:.2f} GiB, but weights need {(m.weights_bytes) / GIB:.2f} GiB "
-            f"per GPU (of {(w.weights_bytes) / GIB:.2f} GiB over tensorParallel {w.spec.tensor_parallel}) + "
+            f"per GPU ({whole} over tensorParallel {w.spec.tensor_parallel}) + "
             f"{(m.non_kv_bytes - m.weights_bytes) / GIB:.2f} GiB profile peak, non-torch memory and CUDA graphs; "
-            f"raise gpuMemoryUtilization or tensorParallel, or quantize"
+            f"raise gpuMemoryUtilization or tensorParallel{' or pipelineParallel' if w.multi_node else ''}, or quantize"
         ]
     b = w.blocks
     assert b is not None
     if b.usable_blocks < b.blocks_per_sequence:
         how = "pinned" if w.pinned else f"profiled, less the {w.margin_bytes / GIB:.2f} GiB margin"
         return [
-            f"{at('maxModelLen')}: {w.deployment_name}'s KV cache ({(s.kv_bytes) / GIB:.2f} GiB per GPU, {how}) holds "
+            f"{at('maxModelLen')}: {pod}'s KV cache ({(s.kv_bytes) / GIB:.2f} GiB per GPU, {how}) holds "
             f"{b.usable_blocks} blocks of {VLLM.block_size} tokens after the null block, {b.tokens} tokens: less than one "
             f"{w.spec.max_model_len}-token sequence ({b.blocks_per_sequence} blocks); vLLM would refuse to start. "
             f"Use maxModelLen <= {b.tokens}, or raise gpuMemoryUtilization / tensorParallel, or set kvCacheDtype fp8"
@@ -197,18 +218,21 @@ def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dic
         )
     # How many more GPUs like the node's largest would place what is left (same packing rule), on the first node the
     # first of them may use (its pool's, in a fleet).
-    node = next((n for n in cfg.nodes if _may_run(unplaced[0], n)), cfg.nodes[0])
-    if node.gpus and not any(w.spec.gpus for w in unplaced):
+    index, node = next(((i, n) for i, n in enumerate(cfg.nodes) if _may_run(unplaced[0], n)), (0, cfg.nodes[0]))
+    there = [w for w in unplaced if _may_run(w, node)]  # the others could not go there however many GPUs it had
+    if node.gpus and not any(w.spec.gpus for w in there):
         template = max(node.gpus, key=gpu_capacity_bytes)
         capacity = gpu_capacity_bytes(template)
         for extra in range(1, 33):
-            trial = {k: GpuPlan(g.gpu, list(g.pods), g.fit_target_bytes, g.whole_load_rule) for k, g in gpus.items()}
+            trial = {k: GpuPlan(g.gpu, list(g.pods), g.fit_target_bytes, g.whole_load_rule) for k, g in gpus.items()
+                     if k[0] == node.name}
             for i in range(extra):
                 ref = GpuRef(node.name, 1000 + i, capacity, None, None, (), template.model or "")
                 trial[(node.name, 1000 + i)] = GpuPlan(ref)
-            if all(_take(w, node, trial, allow, cfg.gpu_sharing.mode == "exclusive") for w in unplaced):
+            if all(_take(w, node, trial, allow, cfg.gpu_sharing.mode == "exclusive") for w in there):
                 out.append(
-                    f"{key('nodes', 0, 'gpus')}: to place everything, node {node.name} needs {extra} more GPU(s) of "
+                    f"{key('nodes', index, 'gpus')}: to place {listing([w.deployment_name for w in there])}, node {node.name} needs "
+                    f"{extra} more GPU(s) of "
                     f"{capacity / GIB:.2f} GiB (like its GPU {template.index}), or lower gpuMemoryUtilization / replicas"
                 )
                 break
