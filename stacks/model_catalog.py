@@ -121,7 +121,8 @@ def exported_metrics() -> frozenset[str]:
 
 
 @cache
-def vllm_flags() -> frozenset[str]:
-    """Every option string `vllm serve` accepts (catalog/vllm-flags.json, written from vLLM's own parser by tools/vllm_flags.py)."""
+def vllm_flags() -> dict[str, str | None]:
+    """Every option string `vllm serve` accepts -> its value type (`int`, `float`, `str`, `other` for JSON configs, None
+    for a switch): catalog/vllm-flags.json, written from vLLM's own parser by tools/vllm_flags.py."""
     data = json.loads((CATALOG_DIR / "vllm-flags.json").read_text())
-    return frozenset(s for o in data["options"] for s in o.get("strings", ()))
+    return {s: o["type"] for o in data["options"] for s in o.get("strings", ())}

@@ -130,7 +130,7 @@ def test_a_rank_with_no_node_refuses_the_whole_group_naming_the_key():
     raw = variant(lambda r: r.update(nodes=[n for n in r["nodes"] if n["name"] != "h100-b"]), "scale")
     (problem,) = [p for p in stack_problems(raw) if p.startswith(M)]
     assert problem.startswith(f"{M}.pipelineParallel: no node for rank 1 of vllm-llama-405b-0 (stage 2 of 2, layers 63-125)")
-    assert "a node of its own in pool h100 with 8 GPUs that no other pod uses, each with 74.38 GiB free" in problem
+    assert "a node of its own in pool h100 with 8 GPUs that no other pod uses and no model is pinned to, each with 74.38 GiB free" in problem
     assert "Free GPUs that fit, per node of pool h100: h100-a has rank 0;" in problem and "the whole group is refused" in problem
     # A second replica finds both nodes' GPUs held by the first: refused from its rank 0, the first one stays placed.
     (second,) = [p for p in stack_problems(variant(lambda r: model(r).update(replicas=2), "scale")) if p.startswith(M)]
@@ -357,7 +357,7 @@ def test_no_other_pod_shares_a_rank_s_gpus_in_any_mode():
                                         "gpuMemoryUtilization": 0.3, "cpu": 4, "memoryGiB": 16}
     problems = stack_problems(variant(edit, "scale"))
     assert problems[0].startswith("llm-infra:vllm.models.small: no room for vllm-small")
-    assert "(held by vllm-llama-405b-0)" in problems[0]
+    assert "(held whole by vllm-llama-405b-0, a multi-node replica)" in problems[0]
 
 
 def test_ranks_on_the_host_network_never_share_a_node():
@@ -383,10 +383,63 @@ def test_replicas_no_node_can_take_are_named_in_one_problem():
     assert len(problems) == 1 and problems[0].endswith("; the same for vllm-llama-405b-2, vllm-llama-405b-3")
 
 
-@pytest.mark.parametrize("extra", [["--max-logprobs", "-1"], ["--compilation-config.cudagraph_mode", "FULL"], ["-O3"],
+@pytest.mark.parametrize("extra", [["--max-logprobs", "-1"], ["--compilation-config.cudagraph_mode", "FULL"], ["-O3"], ["-O", "3"],
                                    ["--enable_prefix_caching"], ["--speculative-config={\"method\": \"ngram\"}"]])
 def test_extra_args_vllm_accepts_are_accepted(extra):
     assert not [p for p in _problems_or_none(variant(lambda r: model(r, "llama-8b").update(extraArgs=extra), "scale")) if "extraArgs" in p]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["-O.mode=3"], "vLLM's -O takes an optimization level 0-3"),
+    (["-Ofast"], "vLLM's -O takes an optimization level 0-3"),
+    (["--served_model_name.x", "y"], "repeats a typed setting"),  # vLLM would turn it into a second --served-model-name
+    (["--max-logprobs.x", "3"], "--max-logprobs takes a plain value; only JSON config options take keys"),
+    (["--compilation-config+", "v"], "is not a `vllm serve` option"),  # vLLM strips `+` from dotted keys only
+    (["--max-logprobs", "-1e3"], "'-1e3' is not a `vllm serve` option"),  # argparse reads it as an option, not a number
+])
+def test_extra_args_vllm_refuses_are_refused(extra, message):
+    problems = stack_problems(variant(lambda r: model(r, "llama-8b").update(extraArgs=extra), "scale"))
+    assert any(p.startswith("llm-infra:vllm.models.llama-8b.extraArgs[") and message in p for p in problems), problems
+
+
+def test_a_group_leaves_the_gpus_a_model_is_pinned_to():
+    """Groups are placed first; a GPU another model is pinned to is not theirs to take (in any mode)."""
+    def edit(r):
+        ms = r["vllm"]["models"]
+        del ms["llama-8b"]
+        r["modelCache"] = {"mode": "rwx", "storageClassName": "longhorn", "storageClassReclaimPolicy": "Retain"}
+        ms["granite-pp"] = {"model": "ibm-granite/granite-3.1-8b-instruct", "pool": "l40s", "pipelineParallel": 2, "maxModelLen": 4096,
+                            "gpuMemoryUtilization": 0.45, "cpu": 2, "memoryGiB": 8}
+        ms["pinned"] = {"model": "meta-llama/Llama-3.1-8B-Instruct", "node": "l40s-1", "gpus": [0], "maxModelLen": 4096,
+                        "gpuMemoryUtilization": 0.45, "cpu": 2, "memoryGiB": 8}
+    plan = plan_of(variant(edit, "scale"))
+    group = next(w for w in plan.vllm if w.key == "granite-pp")
+    assert ("l40s-1", 0) not in {(r.node, g.index) for r in group.ranks for g in r.gpus}
+    pinned = next(w for w in plan.vllm if w.key == "pinned")
+    assert (pinned.node, [g.index for g in pinned.gpus]) == ("l40s-1", [0])
+
+
+def test_each_refused_model_gets_its_own_problem():
+    def edit(r):
+        model(r).update(replicas=2)
+        r["vllm"]["models"]["zz-granite"] = {"model": "ibm-granite/granite-3.1-8b-instruct", "pool": "h100", "pipelineParallel": 2,
+                                            "tensorParallel": 8, "maxModelLen": 8192, "cpu": 4, "memoryGiB": 32}
+    problems = stack_problems(variant(edit, "scale"))
+    assert any(p.startswith(f"{M}.pipelineParallel: no node for rank 0 of vllm-llama-405b-1") for p in problems), problems
+    assert "llm-infra:vllm.models.zz-granite.pipelineParallel: no nodes for vllm-zz-granite-0: every node of pool h100 that could " \
+           "take a rank of it is taken" in problems
+
+
+def test_the_max_model_len_problem_names_the_rank_with_the_fewest_blocks():
+    """Stages differ in layers: 40 layers over 3 stages are 13/14/13, so the middle rank holds the fewest blocks."""
+    def edit(r):
+        r["modelCache"] = {"mode": "rwx", "storageClassName": "longhorn", "storageClassReclaimPolicy": "Retain"}
+        model(r, "llama-8b").update(replicas=2, autoscale={"maxReplicas": 3})
+        r["vllm"]["models"]["granite-pp"] = {"model": "ibm-granite/granite-3.1-8b-instruct", "pool": "l40s", "pipelineParallel": 3,
+                                            "gpuMemoryUtilization": 0.3, "maxModelLen": 131072, "cpu": 2, "memoryGiB": 8}
+    (problem,) = [p for p in stack_problems(variant(edit, "scale")) if "granite-pp" in p]
+    assert problem.startswith("llm-infra:vllm.models.granite-pp.maxModelLen: vllm-granite-pp-0-0-1's KV cache"), problem
+    assert "raise gpuMemoryUtilization / tensorParallel / pipelineParallel" in problem
 
 
 def _problems_or_none(raw) -> list[str]:

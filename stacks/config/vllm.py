@@ -131,12 +131,38 @@ def hf_model(m: VllmModel) -> HfModel | None:
     return HfModel(m.model, model_arch(m.model, m.arch), gated=m.arch.gated, note="described inline (arch)")
 
 
-def _number(arg: str) -> bool:
-    try:
-        float(arg)
-        return True
-    except ValueError:
-        return False
+def _extra_args_problems(at: str, args: list[str]) -> list[str]:
+    """Options vLLM 0.33's parser would refuse, or that repeat a typed flag. Read as vLLM's FlexibleArgumentParser reads
+    them (utils/argparse_utils.py): `--a_b` is `--a-b`, `-O3`/`-O 3` is the optimization level, `--config.key value`
+    sets a key of a JSON config option; values (negative integers too) are skipped."""
+    from stacks.model_catalog import vllm_flags
+
+    out: list[str] = []
+    level = re.compile(r"-O=?[0-3]")
+    skip = False
+    for i, arg in enumerate(args):
+        if skip or not arg.startswith("-") or re.fullmatch(r"-\d+", arg) or level.fullmatch(arg):
+            skip = False
+            continue
+        if arg == "-O" and i + 1 < len(args) and args[i + 1] in ("0", "1", "2", "3"):
+            skip = True
+            continue
+        if arg.startswith("-O"):
+            out.append(f"{at}[{i}]: {arg!r}: vLLM's -O takes an optimization level 0-3 (-O3 or -O 3)")
+            continue
+        flag = flag_name(arg)
+        base, dotted, _ = flag.partition(".")
+        if base in TYPED_FLAGS:
+            out.append(f"{at}[{i}]: {arg!r} repeats a typed setting; set it through its own key instead")
+        elif base in VLLM.removed_flags:
+            out.append(f"{at}[{i}]: {arg!r} was removed from vLLM 0.33 and would stop the server; drop it")
+        elif base not in vllm_flags():
+            near = difflib.get_close_matches(base, sorted(vllm_flags()), n=1)
+            out.append(f"{at}[{i}]: {arg!r} is not a `vllm serve` option of vLLM 0.33 (the server would exit with "
+                       f"'unrecognized arguments'){f'; did you mean {near[0]}?' if near else ''}")
+        elif dotted and vllm_flags()[base] != "other":
+            out.append(f"{at}[{i}]: {arg!r}: {base} takes a plain value; only JSON config options take keys (`--option.key value`)")
+    return out
 
 
 def flag_name(arg: str) -> str:
@@ -146,7 +172,7 @@ def flag_name(arg: str) -> str:
 
 
 def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) -> list[str]:
-    from stacks.model_catalog import hf_models, vllm_flags
+    from stacks.model_catalog import hf_models
 
     problems: list[str] = []
     names = [n.name for n in cfg.nodes]
@@ -196,18 +222,7 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
                 problems.append(f"{at('loraModules', lora)}: LoRA name must be lowercase letters, digits and '-'")
             if path.startswith("/") or ".." in path.split("/") or not re.match(r"^[A-Za-z0-9._/-]+$", path):
                 problems.append(f"{at('loraModules', lora)}: {path!r} must be a directory inside the model cache, relative and without '..'")
-        for i, arg in enumerate(m.extra_args):
-            flag = flag_name(arg)
-            if not arg.startswith("-") or _number(arg) or re.match(r"^-O.", arg):
-                continue  # a value (negative numbers too), or vLLM's -O<level> shorthand (utils/argparse_utils.py)
-            if flag in TYPED_FLAGS:
-                problems.append(f"{at('extraArgs')}[{i}]: {arg!r} repeats a typed setting; set it through its own key instead")
-            elif flag in VLLM.removed_flags:
-                problems.append(f"{at('extraArgs')}[{i}]: {arg!r} was removed from vLLM 0.33 and would stop the server; drop it")
-            elif flag.split(".", 1)[0].rstrip("+") not in vllm_flags():  # `--compilation-config.mode 3`: a key of a config option
-                near = difflib.get_close_matches(flag, sorted(vllm_flags()), n=1)
-                problems.append(f"{at('extraArgs')}[{i}]: {arg!r} is not a `vllm serve` option of vLLM 0.33 (the server would exit "
-                                f"with 'unrecognized arguments'){f'; did you mean {near[0]}?' if near else ''}")
+        problems += _extra_args_problems(at("extraArgs"), m.extra_args)
         if m.pool is not None and m.pool not in pools:
             problems.append(f"{at('pool')}: no node pool {m.pool!r}; pools are: {', '.join(pools) or 'none (set nodes[].pool)'}")
         if m.pool is not None and m.node is not None and m.node in pool_of and pool_of[m.node] != m.pool:

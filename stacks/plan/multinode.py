@@ -17,11 +17,11 @@ from stacks.plan.model import GpuPlan, VllmWorkload, listing
 
 
 def place_group(w: VllmWorkload, allowed: list[Node], start: int, by_node: dict[str, list[GpuPlan]],
-                footprint: Callable[[VllmWorkload, GpuPlan], int], margin: int, avoid: set[str]
-                ) -> tuple[int, list[tuple[str, list[GpuPlan]]]] | str:
+                footprint: Callable[[VllmWorkload, GpuPlan], int], margin: int, avoid: set[str],
+                pinned: set[tuple[str, int]]) -> tuple[int, list[tuple[str, list[GpuPlan]]]] | str:
     """(index in `allowed` of the leader's node, (node, GPUs) for every rank, leader first), among the nodes the model may
-    use from `start` on (those before it could not take a rank of this shape) and not in `avoid`; or why a rank has no
-    node to land on."""
+    use from `start` on (those before it could not take a rank of this shape) and not in `avoid`, on GPUs no model is
+    pinned to (`pinned`: (node, index)); or why a rank has no node to land on."""
     tp, pp = w.spec.tensor_parallel, w.spec.pipeline_parallel
     chosen: list[tuple[str, list[GpuPlan]]] = []
     first = start
@@ -31,20 +31,27 @@ def place_group(w: VllmWorkload, allowed: list[Node], start: int, by_node: dict[
             n = allowed[i]
             if n.name in avoid or any(n.name == m for m, _ in chosen):
                 continue
-            free = [g for g in by_node.get(n.name, ()) if not g.pods and g.free_bytes - margin >= footprint(w, g)]
+            free = _free(w, n.name, by_node, footprint, margin, pinned)
             if len(free) >= tp:
                 placed = (n.name, sorted(free, key=lambda g: g.gpu.index)[:tp])
                 first = i if stage == 0 else first
                 break
         if placed is None:
-            return _no_node(w, stage, chosen, allowed, by_node, footprint, margin, avoid)
+            return _no_node(w, stage, chosen, allowed, by_node, footprint, margin, avoid, pinned)
         chosen.append(placed)
     return first, chosen
 
 
+def _free(w: VllmWorkload, node: str, by_node: dict[str, list[GpuPlan]], footprint: Callable[[VllmWorkload, GpuPlan], int],
+          margin: int, pinned: set[tuple[str, int]]) -> list[GpuPlan]:
+    """The node's GPUs a rank of `w` could have: no pod on them, no model pinned to them, room for its footprint."""
+    return [g for g in by_node.get(node, ()) if not g.pods and (node, g.gpu.index) not in pinned
+            and g.free_bytes - margin >= footprint(w, g)]
+
+
 def _no_node(w: VllmWorkload, stage: int, chosen: list[tuple[str, list[GpuPlan]]], allowed: list[Node],
              by_node: dict[str, list[GpuPlan]], footprint: Callable[[VllmWorkload, GpuPlan], int], margin: int,
-             avoid: set[str]) -> str:
+             avoid: set[str], pinned: set[tuple[str, int]]) -> str:
     tp, pp = w.spec.tensor_parallel, w.spec.pipeline_parallel
     first, last = w.stages[stage]
     where = f"pool {w.spec.pool}" if w.spec.pool else "the stack"
@@ -59,13 +66,12 @@ def _no_node(w: VllmWorkload, stage: int, chosen: list[tuple[str, list[GpuPlan]]
         if n.name in avoid:
             free.append(f"{n.name} has another group's rank on the host network")
             continue
-        room = sum(1 for g in gs if not g.pods and g.free_bytes - margin >= footprint(w, g))
-        free.append(f"{n.name} {room} of {len(gs)}")
+        free.append(f"{n.name} {len(_free(w, n.name, by_node, footprint, margin, pinned))} of {len(gs)}")
     placed = "; ".join(f"rank {i} on {m}" for i, (m, _) in enumerate(chosen))
     return (
         f"{key(*w.config_path, 'pipelineParallel')}: no node for rank {stage} of {w.deployment_name} (stage {stage + 1} of {pp}, "
         f"layers {first}-{last - 1}): each of its {pp} ranks needs a node of its own in {where} with {tp} GPUs that no other pod "
-        f"uses, each with {need / GIB:.2f} GiB free ({w.spec.gpu_memory_utilization:g} of the GPU + context + the "
+        f"uses and no model is pinned to, each with {need / GIB:.2f} GiB free ({w.spec.gpu_memory_utilization:g} of the GPU + context + the "
         f"{margin / GIB:.2f} GiB margin){'; ' + placed if placed else ''}. Free GPUs that fit, per node of {where}: "
         f"{listing(free, 8)}; add nodes{' to the pool' if w.spec.pool else ''}, or lower pipelineParallel, tensorParallel "
         "or replicas; the whole group is refused (a group missing a rank serves nothing)"

@@ -86,22 +86,29 @@ def place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan
     refused: dict[tuple, list[str]] = {}
     host_network: set[str] = set()
     """Nodes with a rank on the host's network: its API and master ports are the node's, so one such rank per node."""
-    for w in _vllm_replicas(models):
+    replicas = _vllm_replicas(models)
+    # GPUs a model is pinned to (`gpus`, the adapter pool's servers): a group, placed first, must leave them alone.
+    pinned = {(w.spec.node or cfg.nodes[0].name, i) for w in replicas if w.spec.gpus for i in w.spec.gpus}
+    for w in replicas:
         nodes_of = allowed.get((w.spec.node, w.spec.pool))
         if nodes_of is None:
             nodes_of = allowed[(w.spec.node, w.spec.pool)] = [n for n in cfg.nodes if _may_run(w, n)]
         shape = (w.spec.node, w.spec.pool, w.spec.pipeline_parallel, w.spec.tensor_parallel, w.spec.gpu_memory_utilization,
                  w.spec.multi_node.host_network)
         if w.multi_node:
-            if shape in refused:  # the nodes that refused the first of this shape refuse the others too
-                refused[shape].append(w.deployment_name)
+            if cursor.get(shape) == len(nodes_of):  # the nodes that refused one of this shape refuse the others too
+                if (*shape, w.key) in refused:
+                    refused[(*shape, w.key)].append(w.deployment_name)
+                else:
+                    refused[(*shape, w.key)] = [_no_node_again(w)]
                 continue
             # Every rank on a node of its own, or the whole group is refused (a partial group serves nothing).
             avoid = host_network if w.spec.multi_node.host_network else set()
             group = place_group(w, nodes_of, cursor.get(shape, 0), by_node, lambda x, g: _footprint(x, g, allow),
-                                allow.margin_bytes, avoid)
+                                allow.margin_bytes, avoid, pinned)
             if isinstance(group, str):
-                refused[shape] = [group]
+                refused[(*shape, w.key)] = [group]
+                cursor[shape] = len(nodes_of)
                 continue
             cursor[shape], chosen_ranks = group
             if w.spec.multi_node.host_network:
@@ -119,7 +126,7 @@ def place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan
             continue
         _commit(w, [(placed[1].name, placed[2])], nodes, allow)
         plan.vllm.append(w)
-    for first, *more in refused.values():
+    for first, *more in refused.values():  # one problem per model
         plan.problems.append(first + (f"; the same for {listing(more)}" if more else ""))
     plan.vllm.sort(key=lambda w: (w.key, w.replica))
     for w in plan.vllm:
@@ -177,12 +184,17 @@ def _vllm_share_problems(w: VllmWorkload) -> list[str]:
     b = w.blocks
     assert b is not None
     if b.usable_blocks < b.blocks_per_sequence:
+        # The rank with the fewest blocks sets the count (stages differ in layers, so in bytes per block).
+        rank, s = min(((r, x) for r in w.ranks for x in r.shares),
+                      key=lambda rx: (rx[1].kv_bytes - w.margin_bytes) // (VLLM.block_size * w.kv_bytes_per_token_of(rx[0].rank)))
+        pod = rank.pod if w.multi_node else w.deployment_name
         how = "pinned" if w.pinned else f"profiled, less the {w.margin_bytes / GIB:.2f} GiB margin"
         return [
             f"{at('maxModelLen')}: {pod}'s KV cache ({(s.kv_bytes) / GIB:.2f} GiB per GPU, {how}) holds "
             f"{b.usable_blocks} blocks of {VLLM.block_size} tokens after the null block, {b.tokens} tokens: less than one "
             f"{w.spec.max_model_len}-token sequence ({b.blocks_per_sequence} blocks); vLLM would refuse to start. "
-            f"Use maxModelLen <= {b.tokens}, or raise gpuMemoryUtilization / tensorParallel, or set kvCacheDtype fp8"
+            f"Use maxModelLen <= {b.tokens}, or raise gpuMemoryUtilization / tensorParallel"
+            f"{' / pipelineParallel' if w.multi_node else ''}, or set kvCacheDtype fp8"
         ]
     return []
 
@@ -242,7 +254,15 @@ def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dic
 def _holders(g: GpuPlan) -> str:
     """Who holds a GPU, so a failure points at what took the room (the model just added, often)."""
     names = list(dict.fromkeys(p.workload for p in g.pods))
+    if _held_whole(g):
+        return f" (held whole by {names[0]}, a multi-node replica)"
     return f" (held by {listing(names, 3)})" if names else ""
+
+
+def _no_node_again(w: VllmWorkload) -> str:
+    """A replica refused because an earlier one of its shape found no nodes left (the figures are in that one's problem)."""
+    return (f"{key(*w.config_path, 'pipelineParallel')}: no nodes for {w.deployment_name}: every node of "
+            f"{'pool ' + w.spec.pool if w.spec.pool else 'the stack'} that could take a rank of it is taken")
 
 
 def _take(w: VllmWorkload, node: Node, gpus: dict[tuple[str, int], GpuPlan], allow: VllmAllowances, exclusive: bool) -> bool:
