@@ -134,10 +134,8 @@ class KvBlocks:
         return self.num_blocks * self.bytes_per_block
 
 
-def kv_blocks(kv_bytes_per_rank: list[int], kv_bytes_per_token_per_rank: int | list[int], max_model_len: int) -> KvBlocks:
-    """Blocks every rank can hold, cut to the smallest count. Pipeline stages hold different layers, so each rank's
-    bytes per token may differ (a list, one per rank); the block size reported is the first rank's."""
-    per_token = (kv_bytes_per_token_per_rank if isinstance(kv_bytes_per_token_per_rank, list)
-                 else [kv_bytes_per_token_per_rank] * len(kv_bytes_per_rank))
-    blocks = min(max(0, kv) // (VLLM.block_size * t) for kv, t in zip(kv_bytes_per_rank, per_token))
-    return KvBlocks(VLLM.block_size * per_token[0], blocks, max_model_len)
+def kv_blocks(kv_bytes_per_rank: list[int], kv_bytes_per_token_per_rank: list[int], max_model_len: int) -> KvBlocks:
+    """Blocks every rank can hold, cut to the smallest count. Pipeline stages hold different layers, so each rank has its
+    own bytes per token (one per entry of `kv_bytes_per_rank`); the block size reported is the first rank's."""
+    blocks = min(max(0, kv) // (VLLM.block_size * t) for kv, t in zip(kv_bytes_per_rank, kv_bytes_per_token_per_rank))
+    return KvBlocks(VLLM.block_size * kv_bytes_per_token_per_rank[0], blocks, max_model_len)

@@ -127,9 +127,6 @@ class VllmWorkload:
     spec: VllmModel
     hf: HfModel
     replica: int
-    node: str = ""
-    gpus: tuple[GpuRef, ...] = ()
-    shares: tuple[VllmShare, ...] = ()
     blocks: KvBlocks | None = None
     """The KV cache in engine blocks (minimum over ranks; profiled caches less the margin)."""
     pinned: bool = False
@@ -137,7 +134,20 @@ class VllmWorkload:
     margin_bytes: int = 0
     """Taken off a profiled KV cache (0 when pinned: the engine then takes exactly the pinned size)."""
     ranks: tuple[VllmRank, ...] = ()
-    """Every node's part (one for a single-node model); node, gpus and shares above are the leader's (rank 0)."""
+    """Every node's part (one for a single-node model), leader first; empty until placed."""
+
+    @property
+    def node(self) -> str:
+        """The leader's node (the only one of a single-node model)."""
+        return self.ranks[0].node if self.ranks else ""
+
+    @property
+    def gpus(self) -> tuple[GpuRef, ...]:
+        return self.ranks[0].gpus if self.ranks else ()
+
+    @property
+    def shares(self) -> tuple[VllmShare, ...]:
+        return self.ranks[0].shares if self.ranks else ()
 
     @property
     def multi_node(self) -> bool:
@@ -203,7 +213,7 @@ class VllmWorkload:
 
     @property
     def all_shares(self) -> tuple[VllmShare, ...]:
-        return tuple(s for r in self.ranks for s in r.shares) if self.ranks else self.shares
+        return tuple(s for r in self.ranks for s in r.shares)
 
     @property
     def kv_budget_bytes_per_rank(self) -> int:

@@ -161,7 +161,6 @@ def _commit(w: VllmWorkload, chosen: list[tuple[str, list[GpuPlan]]], nodes: dic
         n.memory_requests_gib += w.spec.memory_gib + shm_gib(w.spec)
         n.pods.append(pod)
     w.ranks = tuple(ranks)
-    w.node, w.gpus, w.shares = ranks[0].node, ranks[0].gpus, ranks[0].shares
 
 
 def _vllm_share_problems(w: VllmWorkload) -> list[str]:
