@@ -14,7 +14,7 @@ CONFIG ?=
 PYTHON312 ?= $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.12*/bin/python3.12) \
                          $(shell PYENV_VERSION=3.12.1 command -v python3.12 2>/dev/null))
 
-.PHONY: render test docs bench clean venv test-venv catalog smoke status vllm-flags check-vllm-parser
+.PHONY: render test e2e e2e-tools docs bench clean venv test-venv catalog smoke status vllm-flags check-vllm-parser
 
 venv: $(VENV)/.installed
 test-venv: $(VENV)/.installed-test
@@ -38,7 +38,7 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt $(CHECKOV_VENV
 # promtool (checks the alert rules in the tests) from Debian's prometheus package, unpacked here: no root, no service.
 $(PROMTOOL):
 	@echo "unpacking promtool from Debian's $(PROMETHEUS_DEB)"
-	@rm -rf .tools && mkdir -p .tools/deb
+	@rm -rf .tools/deb .tools/prometheus && mkdir -p .tools/deb
 	@cd .tools/deb && { apt-get download "$(PROMETHEUS_DEB)" >apt.log 2>&1 || { cat apt.log >&2; exit 1; }; }
 	@dpkg-deb -x .tools/deb/prometheus_*.deb .tools/prometheus && rm -rf .tools/deb
 	@ln -s prometheus/usr/bin/promtool $(PROMTOOL) && $(PROMTOOL) --version >/dev/null
@@ -55,6 +55,15 @@ render: venv
 
 test: test-venv
 	@$(PY) -m pytest -q
+
+# The real Pulumi CLI, engine and pulumi-kubernetes provider against a real Kubernetes 1.34 control plane on 127.0.0.1
+# (etcd, kube-apiserver, controller-manager, scheduler, KWOK nodes), every stack or STACK=<name>; the tools are built from
+# their Go modules into .tools/bin the first time (e2e/build-tools.sh). KEEP=1 leaves the last cluster running.
+e2e: venv e2e-tools
+	@$(PY) -m e2e.run $(if $(STACK),--stack $(STACK)) $(if $(KEEP),--keep)
+
+e2e-tools:
+	@bash e2e/build-tools.sh
 
 # Adds catalog/hf/<org>--<name>.yaml from the repo's config.json and safetensors metadata (needs the network).
 catalog: venv

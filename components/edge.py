@@ -24,7 +24,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.apiextensions import CustomResource
 
-from components.labels import labels, meta
+from components.labels import labels, meta, SKIP_AWAIT
 from stacks.config import Ingress
 from stacks.edge import AUTH_MIDDLEWARE, AUTH_SECRET, IngressRoute, htpasswd
 
@@ -136,7 +136,7 @@ class Edge(pulumi.ComponentResource):
                 name=route.service, port=k8s.networking.v1.ServiceBackendPortArgs(number=route.port)))
             k8s.networking.v1.Ingress(
                 f"{name}-{route.service}",
-                metadata=meta(route.ingress_name, ns, labels("edge", route.ingress_name, "ingress"), annotations),
+                metadata=meta(route.ingress_name, ns, labels("edge", route.ingress_name, "ingress"), {**annotations, **SKIP_AWAIT}),
                 spec=k8s.networking.v1.IngressSpecArgs(
                     ingress_class_name=ing.ingress_class,
                     tls=[k8s.networking.v1.IngressTLSArgs(hosts=ing.hosts, secret_name=secret)] if secret else None,

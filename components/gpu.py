@@ -39,9 +39,12 @@ class GpuPodFields:
     container_claims: list[k8s.core.v1.ResourceClaimArgs] | None = None
     limits: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
-    tolerations: list[k8s.core.v1.TolerationArgs] = field(
-        default_factory=lambda: [k8s.core.v1.TolerationArgs(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
-    )
+    tolerations: list[k8s.core.v1.TolerationArgs] = field(default_factory=lambda: gpu_node_tolerations())
+
+
+def gpu_node_tolerations() -> list[k8s.core.v1.TolerationArgs]:
+    """The taint GPU node pools carry (`nvidia.com/gpu:NoSchedule`): tolerated by every pod the plan puts on a GPU node."""
+    return [k8s.core.v1.TolerationArgs(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
 
 
 def gpu_pod_fields(sharing: GpuSharing, gpus: Sequence[GpuRef], cuda_env: bool) -> GpuPodFields:

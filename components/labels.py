@@ -35,3 +35,11 @@ def meta(name: str, namespace: str | None, obj_labels: dict[str, str], annotatio
         labels=obj_labels,
         annotations=dict(sorted(annotations.items())) if annotations else None,
     )
+
+
+SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
+"""For Services and Ingresses. pulumi-kubernetes (provider/pkg/await: service.go, ingress.go; metadata/annotations.go)
+waits 10 minutes for a Service to have ready endpoints and for an Ingress to get a load-balancer address. A Service's
+pods belong to its Deployment, which is awaited with the model's own start-up budget (a 70B loads for far longer than
+10 minutes), and a bare-metal ingress controller may never write an address: waiting on either would fail a first
+`pulumi up` that is going well."""

@@ -25,9 +25,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.labels import labels, meta, selector
+from components.gpu import gpu_node_tolerations
+from components.labels import labels, meta, selector, SKIP_AWAIT
 from components.model_cache import MOUNT_PATH, ModelCache
-from components.pods import check_cache, disruption_budget, hardened, pod_security, pull_policy
+from components.pods import KEY_DIGEST, check_cache, disruption_budget, hardened, pod_security, pull_policy
 from components.vllm import HF_HOME
 from stacks.catalog import LLAMA_STACK
 from stacks.config import PodSecurity
@@ -146,6 +147,8 @@ class LlamaStackArgs:
     security: PodSecurity = PodSecurity()
     api_key_secret: str | None = None
     """The stack's API key Secret: the vLLM providers send it as their Bearer token."""
+    api_key_digest: str | None = None
+    """The key's digest (components/pods.py key_digest): a rotated key restarts the server, which reads it at start."""
     offline: bool = False
     """networkPolicy.downloadEgress is off: HF_HUB_OFFLINE=1 (the embedding model comes from the cache only)."""
 
@@ -205,7 +208,9 @@ class LlamaStack(pulumi.ComponentResource):
             ],
         )
         pod = k8s.core.v1.PodSpecArgs(
+            # The plan puts it on a GPU node (it shares that node's model cache), whose taint it must tolerate.
             node_selector={"kubernetes.io/hostname": stack.node},
+            tolerations=gpu_node_tolerations(),
             automount_service_account_token=False,
             enable_service_links=False,
             security_context=pod_security(args.security),
@@ -230,7 +235,8 @@ class LlamaStack(pulumi.ComponentResource):
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(lab)),
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(
-                        labels={**lab, SERVICE_LABEL: svc}, annotations={"llm-infra/config-hash": hashlib.sha256(text.encode()).hexdigest()[:16]}),
+                        labels={**lab, SERVICE_LABEL: svc}, annotations={"llm-infra/config-hash": hashlib.sha256(text.encode()).hexdigest()[:16],
+                                                              **({KEY_DIGEST: args.api_key_digest} if args.api_key_digest is not None else {})}),
                     spec=pod,
                 ),
             ),
@@ -238,7 +244,7 @@ class LlamaStack(pulumi.ComponentResource):
         )
         self.service = k8s.core.v1.Service(
             f"{name}-service",
-            metadata=meta(svc, args.namespace, lab),
+            metadata=meta(svc, args.namespace, lab, SKIP_AWAIT),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP", selector=selector(lab),
                 ports=[k8s.core.v1.ServicePortArgs(name="http", port=LLAMA_STACK.port, target_port="http", protocol="TCP")],

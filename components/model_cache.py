@@ -24,6 +24,11 @@ from stacks.config import ModelCache as ModelCacheSpec
 from stacks.names import cache_claim_name, cache_pv_name
 
 MOUNT_PATH = "/models"
+HOST_PATH_CLAIM_REQUEST = "1Gi"
+"""What a hostPath claim requests: its PersistentVolume (capacity `modelCache.size`) is bound to it by name, and a claim
+on a statically provisioned volume can never be resized (the API server: "only dynamically provisioned pvc can be
+resized"), so `size` lives on the volume alone, where raising it is an ordinary update. A host directory has no quota
+either way."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ class ModelCache(pulumi.ComponentResource):
                         opts=keep,
                     )
                 )
-                self._claim(name, node, claim, args.namespace, lab, "ReadWriteOnce", "", pv_name, spec.size, keep)
+                self._claim(name, node, claim, args.namespace, lab, "ReadWriteOnce", "", pv_name, HOST_PATH_CLAIM_REQUEST, keep)
         elif spec.mode == "rwx":
             self._claim(name, "*", cache_claim_name("rwx", ""), args.namespace, lab, "ReadWriteMany", storage_class, None, spec.size, keep)
         else:

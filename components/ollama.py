@@ -20,7 +20,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.gpu import gpu_pod_fields
-from components.labels import labels, meta, selector
+from components.labels import labels, meta, selector, SKIP_AWAIT
 from components.model_cache import MOUNT_PATH, ModelCache
 from components.pods import disruption_budget, gpu_pod_spec, hardened, no_surge, pull_policy
 from stacks.timing import ollama_scale_down_seconds
@@ -247,7 +247,7 @@ class OllamaAdapterPool(pulumi.ComponentResource):
         )
         self.services[w.role] = k8s.core.v1.Service(
             f"{name}-{w.role}-service",
-            metadata=meta(w.service_name, args.namespace, lab),
+            metadata=meta(w.service_name, args.namespace, lab, SKIP_AWAIT),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP",
                 selector=selector(lab),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -126,3 +128,14 @@ def gpu_pod_spec(node: str | list[str], gpu: GpuPodFields, sec: PodSecurity, con
         containers=containers,
         volumes=volumes,
     )
+
+
+KEY_DIGEST = "llm-infra/api-key-sha256"
+"""Pod-template annotation of the pods that read the API key at start (vLLM's VLLM_API_KEY, Llama Stack's providers)."""
+
+
+def key_digest(key: str) -> str:
+    """A digest of the API key: a Secret read through env reaches a running pod only when it restarts, so the
+    templates that read it carry this, and a rotated key rolls them. 64 bits of SHA-256 of a key of 128 or more random
+    bits (apiKey needs 32 characters) say nothing of it, so it stays readable in diffs."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]

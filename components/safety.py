@@ -23,9 +23,12 @@ class SafetyModelArgs:
     """The Llama Guard model's vLLM server, as planned."""
     shield: Shield
     """The shield the graph derives from it."""
+    server_aliases: tuple[pulumi.Alias, ...] = ()
+    """Where the server was when it was an ordinary model (the shield turned on): it keeps its objects."""
 
 
 class SafetyModel(pulumi.ComponentResource):
+    TYPE = "llm-infra:serving:SafetyModel"
     server: VllmModel
     url: str
     shield_id: str
@@ -33,8 +36,8 @@ class SafetyModel(pulumi.ComponentResource):
     """The guard's registered Llama Stack id (the shield's provider_shield_id)."""
 
     def __init__(self, name: str, args: SafetyModelArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("llm-infra:serving:SafetyModel", name, None, opts)
-        self.server = VllmModel(f"{name}-vllm", args.server, opts=pulumi.ResourceOptions(parent=self))
+        super().__init__(self.TYPE, name, None, opts)
+        self.server = VllmModel(f"{name}-vllm", args.server, opts=pulumi.ResourceOptions(parent=self, aliases=list(args.server_aliases)))
         self.url = self.server.url
         self.shield_id = args.shield.shield_id
         self.model_id = args.shield.model.identifier

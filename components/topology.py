@@ -15,11 +15,12 @@ from components.namespace_limits import NamespaceLimits, NamespaceLimitsArgs
 from components.monitoring import MonitoringArgs, Observability
 from components.network_policy import NetworkPolicies, NetworkPoliciesArgs
 from components.ollama import OllamaAdapterPool, OllamaAdapterPoolArgs
+from components.pods import key_digest
 from components.safety import SafetyModel, SafetyModelArgs
 from components.vllm import HF_TOKEN_KEY, VllmModel, VllmModelArgs
 from stacks.config import Vllm
 from stacks.edge import API_KEY_KEY, API_KEY_SECRET, policy_rules
-from stacks.loader import Stack
+from stacks.loader import PROVIDER_SETTINGS, Stack
 from stacks.names import HF_SECRET, cache_users
 from stacks.observability import alert_rules, panels, scrape_targets
 from stacks.quota import quota
@@ -43,9 +44,11 @@ class Topology(pulumi.ComponentResource):
         self.namespace = cfg.namespace
 
         # Objects that hold model data are adopted again after a destroy (they were retained),
-        # instead of failing `pulumi up` with "already exists".
-        # With kubernetes:renderYamlToDirectory (a preview with no cluster) the program's own provider renders too.
-        adopting = k8s.Provider(f"{name}-adopting", upsert_existing_objects=True, render_yaml_to_directory=stack.render_dir,
+        # instead of failing `pulumi up` with "already exists". It gets the stack's `kubernetes:` settings (an explicit
+        # provider reads none): the same cluster and context as the default provider, and with
+        # kubernetes:renderYamlToDirectory (a preview with no cluster) it renders too.
+        adopting = k8s.Provider(f"{name}-adopting", upsert_existing_objects=True,
+                                **{PROVIDER_SETTINGS[k]: v for k, v in sorted(stack.kubernetes.items())},
                                 opts=pulumi.ResourceOptions(parent=self))
         keep = pulumi.ResourceOptions(parent=self, provider=adopting, retain_on_delete=True)
 
@@ -92,8 +95,10 @@ class Topology(pulumi.ComponentResource):
             depends.append(NetworkPolicies("network-policies", NetworkPoliciesArgs(
                 cfg.namespace, policy_rules(cfg, graph, list(stack.routes))), opts=in_ns).default_deny)
         self.api_key_secret = None
+        self.api_key_digest = None
         if cfg.api_key is not None:
             self.api_key_secret = API_KEY_SECRET
+            self.api_key_digest = key_digest(cfg.api_key)
             depends.append(k8s.core.v1.Secret(
                 f"{name}-api-key",
                 metadata=meta(API_KEY_SECRET, cfg.namespace, labels("api-key", API_KEY_SECRET, "credentials")),
@@ -125,7 +130,7 @@ class Topology(pulumi.ComponentResource):
             LlamaStack(
                 "llama-stack",
                 LlamaStackArgs(cfg.namespace, ls.image, graph.llama_stack, cache, ls.cpu, ls.memory_gib, cfg.pod_security,
-                               self.api_key_secret, offline=not cfg.network_policy.download_egress),
+                               self.api_key_secret, offline=not cfg.network_policy.download_egress, api_key_digest=self.api_key_digest),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends, *models]),
             )
         self.agents = {}
@@ -162,9 +167,15 @@ class Topology(pulumi.ComponentResource):
             aliases = tuple((ep.name, ep.port) for ep in graph.endpoints.values() if ep.alias_of == replicas[0].service_name)
             server = VllmModelArgs(cfg.namespace, vllm.image, replicas, cfg.gpu_sharing, cache, vllm, secret_name,
                                    cfg.pod_security, self.api_key_secret, aliases, cfg.monitoring.prometheus_url,
-                                   offline=not cfg.network_policy.download_egress)
+                                   offline=not cfg.network_policy.download_egress, api_key_digest=self.api_key_digest)
+            # Turning the shield off or on moves the guard's server between the SafetyModel and the Topology: each way
+            # the server's URN names its other place as an alias, so its Deployment, Service and PDB (whose children
+            # the engine aliases alike) are updated in place instead of created again beside the old ones.
+            plain, as_shield = f"vllm-{model}", f"safety-{model}"
             if shield is not None and shield.model.key == model:
-                models.append(SafetyModel(f"safety-{model}", SafetyModelArgs(server, shield), opts=serving))
+                was = pulumi.Alias(name=plain, parent=self)
+                models.append(SafetyModel(as_shield, SafetyModelArgs(server, shield, (was,)), opts=serving))
             else:
-                models.append(VllmModel(f"vllm-{model}", server, opts=serving))
+                was = pulumi.Alias(name=f"{as_shield}-vllm", parent=pulumi.create_urn(as_shield, SafetyModel.TYPE, parent=self))
+                models.append(VllmModel(plain, server, opts=pulumi.ResourceOptions.merge(serving, pulumi.ResourceOptions(aliases=[was]))))
         return models

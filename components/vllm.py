@@ -20,9 +20,9 @@ import pulumi_kubernetes as k8s
 
 from components.autoscaling import scaled_object, scaled_object_spec
 from components.gpu import gpu_pod_fields
-from components.labels import labels, meta, selector
+from components.labels import labels, meta, selector, SKIP_AWAIT
 from components.model_cache import MOUNT_PATH, ModelCache
-from components.pods import check_cache, disruption_budget, gpu_pod_spec, hardened, no_surge, pull_policy
+from components.pods import KEY_DIGEST, check_cache, disruption_budget, gpu_pod_spec, hardened, no_surge, pull_policy
 from stacks.catalog import VLLM
 from stacks.observability import demand_query
 from stacks.config import GpuSharing, PodSecurity, Vllm
@@ -126,6 +126,8 @@ class VllmModelArgs:
     """What KEDA asks for the model's requests in flight (monitoring.prometheusUrl), for the reserved replicas' ScaledObjects."""
     offline: bool = False
     """networkPolicy.downloadEgress is off: HF_HUB_OFFLINE=1, so the Hub client does not wait on blocked connections."""
+    api_key_digest: str | None = None
+    """The key's digest (components/pods.py key_digest): on the serving pods' template, so a rotated key restarts them."""
 
 
 class VllmModel(pulumi.ComponentResource):
@@ -152,7 +154,7 @@ class VllmModel(pulumi.ComponentResource):
         self.service = k8s.core.v1.Service(
             f"{name}-service",
             # Scrape annotations on the pods only: a Prometheus that reads both would count every series twice.
-            metadata=meta(first.service_name, args.namespace, svc_labels),
+            metadata=meta(first.service_name, args.namespace, svc_labels, SKIP_AWAIT),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP",
                 selector=serving,
@@ -164,7 +166,7 @@ class VllmModel(pulumi.ComponentResource):
         self.aliases = [
             k8s.core.v1.Service(
                 f"{name}-alias-{alias}",
-                metadata=meta(alias, args.namespace, labels("vllm", alias, "model-alias")),
+                metadata=meta(alias, args.namespace, labels("vllm", alias, "model-alias"), SKIP_AWAIT),
                 spec=k8s.core.v1.ServiceSpecArgs(
                     type="ClusterIP",
                     selector=serving,
@@ -288,6 +290,8 @@ class VllmModel(pulumi.ComponentResource):
             spread_label=(GROUP_LABEL, w.deployment_name) if len(nodes) > 1 else None,
             host_network=net is not None and net.host_network)
         scrape = {} if is_worker else {"prometheus.io/scrape": "true", "prometheus.io/port": str(VLLM.port), "prometheus.io/path": "/metrics"}
+        if args.api_key_digest is not None and args.api_key_secret and not is_worker:
+            scrape[KEY_DIGEST] = args.api_key_digest
         return k8s.core.v1.PodTemplateSpecArgs(metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels, annotations=scrape or None),
                                                spec=spec)
 

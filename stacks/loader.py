@@ -12,7 +12,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from stacks.config import PROJECT, StackConfig, parse_config
-from stacks.errors import ConfigError
+from stacks.errors import ConfigError, MissingSecret
 from stacks.edge import IngressRoute, ingress_routes, route_problems
 from stacks.graph import ServiceGraph, build_graph
 from stacks.names import name_problems
@@ -29,9 +29,14 @@ class Stack:
     graph: ServiceGraph
     routes: tuple[IngressRoute, ...] = ()
     """The ingress routes, from the graph (stacks/edge.py)."""
-    render_dir: str | None = None
-    """`kubernetes:renderYamlToDirectory`: the provider writes manifests there instead of calling a cluster (a
-    `pulumi preview` with no kubeconfig); the program's own providers get it too."""
+    kubernetes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The stack's `kubernetes:*` settings (context, kubeconfig, renderYamlToDirectory, ...), for the program's own
+    provider: an explicit provider reads no stack config, so without them it would reach another cluster than the
+    default provider (or, with renderYamlToDirectory, call a cluster while the rest renders)."""
+
+    @property
+    def render_dir(self) -> str | None:
+        return self.kubernetes.get("renderYamlToDirectory")
 
 
 class InvalidStack(pulumi.RunError):
@@ -75,12 +80,31 @@ def all_config_keys() -> list[str]:
 
 
 RENDER_KEY = "kubernetes:renderYamlToDirectory"
+PROVIDER_SETTINGS = {
+    # `kubernetes:<key>` -> the Provider argument (pulumi-kubernetes 4.x provider config, schema.json `config`).
+    "kubeconfig": "kubeconfig", "context": "context", "cluster": "cluster", "clusterIdentifier": "cluster_identifier",
+    "namespace": "namespace", "renderYamlToDirectory": "render_yaml_to_directory",
+    "enableServerSideApply": "enable_server_side_apply", "enableConfigMapMutable": "enable_config_map_mutable",
+    "enableSecretMutable": "enable_secret_mutable", "deleteUnreachable": "delete_unreachable",
+    "skipUpdateUnreachable": "skip_update_unreachable", "suppressDeprecationWarnings": "suppress_deprecation_warnings",
+    "suppressHelmHookWarnings": "suppress_helm_hook_warnings",
+}
 
 
-def render_dir() -> str | None:
-    """The Kubernetes provider's render-to-directory setting, if the stack has one."""
+def provider_settings() -> dict[str, Any]:
+    """The stack's `kubernetes:*` settings the program's own provider must share with the default provider."""
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    return merged.get(RENDER_KEY) or None
+    out: dict[str, Any] = {}
+    for name in PROVIDER_SETTINGS:
+        value = merged.get(f"kubernetes:{name}")
+        if value in (None, ""):
+            continue
+        if name.startswith(("enable", "delete", "skip", "suppress")):
+            value = str(value).lower() == "true"
+        elif runtime_config.is_config_secret(f"kubernetes:{name}"):
+            value = pulumi.Output.secret(value)
+        out[name] = value
+    return out
 
 
 def raw_config() -> dict[str, Any]:
@@ -95,6 +119,15 @@ def secret_keys() -> frozenset[str]:
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     env = set(runtime_config.get_config_secret_keys_env())
     return frozenset(k for k in merged if k.startswith(f"{PROJECT}:") and (runtime_config.is_config_secret(k) or k in env))
+
+
+def missing_secrets(raw: dict[str, Any], secrets: frozenset[str] = frozenset()) -> list[str]:
+    """The secret keys (`apiKey`, `hfToken`) this config needs and does not have, whatever else is wrong with it."""
+    try:
+        parse_config(raw, secrets)
+    except ConfigError as exc:
+        return sorted({p.key for p in exc.problems if isinstance(p, MissingSecret)})
+    return []
 
 
 def stack_from(raw: dict[str, Any], secrets: frozenset[str] = frozenset()) -> Stack:
@@ -112,7 +145,7 @@ def load_stack() -> Stack:
     problems = namespace_problems(all_config_keys())
     try:
         stack = stack_from(raw_config(), secret_keys())
-        stack = dataclasses.replace(stack, render_dir=render_dir())
+        stack = dataclasses.replace(stack, kubernetes=provider_settings())
     except ConfigError as exc:
         problems += exc.problems
     if problems:

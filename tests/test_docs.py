@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from stacks.config import StackConfig
@@ -18,11 +19,26 @@ def test_pulumi_yaml_declares_every_top_level_key_with_cli_types_only():
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     assert project["name"] == "llm-infra" and project["runtime"]["name"] == "python"
     config = project["config"]
-    assert list(config) == [f.alias for f in StackConfig.model_fields.values()]
+    # The CLI requires a declared key that has no default in every stack: only keys with a default are declared.
+    assert list(config) == [f.alias for f in StackConfig.model_fields.values() if isinstance(f.default, str)] == ["namespace"]
     for entry in config.values():
-        assert set(entry) <= {"type", "default", "description"}
-        assert entry.get("type", "string") in {"string", "integer", "boolean", "array"}
+        assert set(entry) == {"type", "default", "description"}
+        assert entry["type"] in {"string", "integer", "boolean", "array"}
     assert config["namespace"]["default"] == StackConfig.model_fields["namespace"].default
+
+
+def test_a_declared_key_without_default_is_required_as_the_cli_requires_it(tmp_path, monkeypatch):
+    """tools.offline merges Pulumi.yaml as the CLI does: the mocks fail where `pulumi preview` would."""
+    from tools import offline
+
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    project["config"]["nodes"] = {"description": "declared with no default"}
+    fake_root = tmp_path
+    (fake_root / "Pulumi.yaml").write_text(yaml.safe_dump(project))
+    (fake_root / "Pulumi.dev.yaml").write_text("config:\n  llm-infra:namespace: x\n")
+    monkeypatch.setattr(offline, "ROOT", fake_root)
+    with pytest.raises(offline.StackFileError, match="Stack 'dev' is missing configuration values 'nodes'"):
+        offline.stack_config("dev", fake_root / "Pulumi.dev.yaml")
 
 
 def test_readme_documents_every_nested_key():

@@ -138,7 +138,6 @@ MISTAKES: dict[str, tuple[str, str]] = {
     "removed vLLM flag": (edited(P, lambda r: models(r)["llama-3b"].update(extraArgs=["--swap-space", "4"])), "'--swap-space' was removed from vLLM 0.33"),
     "unpinned Ollama image": (edited(D, lambda r: r["ollama"].update(image="ollama/ollama:latest")), "llm-infra:ollama.image: 'ollama/ollama:latest' is not pinned"),
     "unpinned vLLM image": (edited(P, lambda r: r["vllm"].update(image="vllm/vllm-openai")), "llm-infra:vllm.image: 'vllm/vllm-openai' is not pinned"),
-    "gated model without a token": (edited(P, lambda r: r.pop("hfToken")), "llm-infra:hfToken: "),
     "token in plain text": (to_file({**stack_raw(P), "hfToken": "hf_plain"}), "llm-infra:hfToken: the token is in plain text"),
     "keep-alive not a duration": (edited(D, lambda r: chat(r).update(keepAlive="ten minutes")), f"{A}.chatbot.keepAlive: 'ten minutes' is not a duration"),
     "adapter trained on another base": (edited(D, lambda r: chat(r).update(base="llama3.1:8b")), f"{A}.chatbot.base: adapter was trained on 'llama3.1:8b'"),
@@ -156,7 +155,7 @@ MISTAKES: dict[str, tuple[str, str]] = {
                         "llm-infra:ingress.routes.vllm-llama-70b.rateLimit: Input should be greater than or equal to 1"),
     "TLS on with no secret or issuer": (edited(L, lambda r: r["ingress"].update(tls={"enabled": True})),
                                         "llm-infra:ingress.tls: TLS is on but has no certificate"),
-    "API key in plain text": (text(D, lambda t: t.replace("secure: set-me-with-pulumi-config-set-secret", "x" * 40, 1)),
+    "API key in plain text": (text(D, lambda t: t.replace("config:\n", f"config:\n  llm-infra:apiKey: {'x' * 40}\n", 1)),
                               "llm-infra:apiKey: the key is in plain text in the stack file"),
     "route to a Service the stack lacks": (edited(P, lambda r: r["ingress"]["routes"].update({"vllm-llama-7b": {"rateLimit": 3}})),
                                            "llm-infra:ingress.routes.vllm-llama-7b: no such Service in the stack; did you mean 'vllm-llama-70b'?"),
@@ -195,3 +194,16 @@ def test_mistake_exits_2_names_the_key_and_writes_nothing(tmp_path, name):
     assert "Traceback" not in err + out
     assert not written
     assert all(len(line) <= MAX_LINE for line in err.splitlines()), max(err.splitlines(), key=len)
+
+
+def test_a_secret_the_file_does_not_hold_renders_with_a_placeholder_and_pulumi_refuses_it(tmp_path):
+    """Stack files hold no secrets (the CLI writes them encrypted): the render fills in a placeholder and says which
+    `pulumi config set --secret` to run; the program itself, as `pulumi preview` runs it, refuses naming the key."""
+    code, err, out, written = render_text(tmp_path, text(P, lambda t: t))
+    assert code == 0 and written
+    assert "llm-infra:hfToken is not set (rendered with a placeholder); before `pulumi up`: pulumi config set --secret hfToken" in out
+    assert "llm-infra:apiKey is not set" in out
+    from stacks.loader import missing_secrets
+    raw = {k: v for k, v in stack_raw(P).items() if k not in ("hfToken", "apiKey")}
+    assert missing_secrets(raw) == ["apiKey", "hfToken"]
+    assert missing_secrets(stack_raw(P), frozenset({"llm-infra:hfToken", "llm-infra:apiKey"})) == []

@@ -267,7 +267,7 @@ def test_ranks_talk_to_each_other_on_any_port_and_nobody_else_reaches_them(scale
     ns = "llm-scale"
     leader = Pod(ns, pods["vllm-llama-405b-0"]["metadata"]["labels"])
     worker = Pod(ns, pods["vllm-llama-405b-0/worker"]["metadata"]["labels"])
-    replica = Pod(ns, pods["vllm-llama-8b-0"]["metadata"]["labels"])
+    replica = Pod(ns, pods["vllm-llama-8b"]["metadata"]["labels"])
     stranger = Pod(ns, {"app": "stranger"})
     for port in (29501, 8000, 41234):  # the master port, the API, a port NCCL or a message queue picked
         assert policies.allowed(worker, leader, port, stack_ns=ns) and policies.allowed(leader, worker, port, stack_ns=ns)

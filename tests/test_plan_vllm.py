@@ -86,7 +86,7 @@ def test_lab_kv_and_sequences_match_the_engines_accounting():
         "vllm-mixtral": (0.8, round(0.27e9 * 2 + (46.7e9 - 0.27e9) * (0.5 + 2.5 / 128)), 4096, 32000, 131072, 16384, False),
         "vllm-llama-8b": (0.6, 16_060_000_000, 4096, 128256, 131072, 32768, True),
         "vllm-llama-3b-awq": (0.25, round(0.39e9 * 2 + (3.21e9 - 0.39e9) * (0.5 + 2.5 / 128)), 3072, 128256, 114688, 32768, True),
-        "vllm-llama-8b-multi-0": (0.45, 16_060_000_000, 4096, 128256, 131072, 8192, True),
+        "vllm-llama-8b-multi": (0.45, 16_060_000_000, 4096, 128256, 131072, 8192, True),
         "vllm-llama-8b-multi-1": (0.45, 16_060_000_000, 4096, 128256, 131072, 8192, True),
     }
     for w in plan.vllm:
@@ -95,7 +95,7 @@ def test_lab_kv_and_sequences_match_the_engines_accounting():
         assert (w.kv_budget_bytes_per_rank, w.max_full_context_seqs, w.pinned) == (kv, seqs, pinned), w.deployment_name
     seqs = {w.deployment_name: w.max_full_context_seqs for w in plan.vllm}
     assert seqs == {"vllm-deepseek-coder": 4, "vllm-llama-3b-awq": 2, "vllm-llama-8b": 2,
-                    "vllm-llama-8b-multi-0": 3, "vllm-llama-8b-multi-1": 3, "vllm-mixtral": 5}
+                    "vllm-llama-8b-multi": 3, "vllm-llama-8b-multi-1": 3, "vllm-mixtral": 5}
     assert all(g.allocated_bytes + GiB <= g.gpu.capacity_bytes for g in plan.gpus)
 
 
@@ -164,7 +164,7 @@ def test_servers_sharing_a_gpu_must_fit_their_fractions():
     assert problems == ["llm-infra:vllm.models.llama-8b: no room for vllm-llama-8b: each needs 0.6 of its pinned GPUs plus its "
                         f"0.50 GiB context ({(0.6 * L40 + GiB / 2) / GiB:.2f} GiB each), and every GPU keeps a 1.00 GiB margin; "
                         "free GiB per GPU on node l40-node: 0: 3.94 (held by vllm-deepseek-coder), 1: 8.38 (held by vllm-mixtral), "
-                        "2: 3.44 (held by vllm-llama-8b-multi-0, vllm-llama-8b-multi-1), 3: 32.80 (held by vllm-llama-3b-awq)"]
+                        "2: 3.44 (held by vllm-llama-8b-multi, vllm-llama-8b-multi-1), 3: 32.80 (held by vllm-llama-3b-awq)"]
 
 
 def test_plan_names_what_more_the_node_needs():
@@ -231,10 +231,10 @@ def test_an_inline_architecture_is_checked_like_a_catalog_one():
 def test_autoscale_reserves_room_for_every_replica_up_to_the_maximum():
     plan = plan_of(stack_raw("lab"))
     multi = [w for w in plan.vllm if w.key == "llama-8b-multi"]
-    assert [(w.deployment_name, w.reserved) for w in multi] == [("vllm-llama-8b-multi-0", False), ("vllm-llama-8b-multi-1", True)]
+    assert [(w.deployment_name, w.reserved) for w in multi] == [("vllm-llama-8b-multi", False), ("vllm-llama-8b-multi-1", True)]
     # the reserved replica holds its GPU share in the plan like a running one
     gpu3 = next(g for g in plan.gpus if g.gpu.index == 3)
-    assert [p.name for p in gpu3.pods] == ["vllm-llama-8b-multi-0", "vllm-llama-8b-multi-1 (reserved)"]
+    assert [p.name for p in gpu3.pods] == ["vllm-llama-8b-multi", "vllm-llama-8b-multi-1 (reserved)"]
     assert gpu3.allocated_bytes + plan.vllm_margin_bytes <= gpu3.gpu.capacity_bytes
     assert next(x for x in plan.to_dict()["vllm"] if x["deployment"] == "vllm-llama-8b-multi-1")["reserved"] is True
 

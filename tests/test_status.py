@@ -129,9 +129,9 @@ def test_a_reserved_replica_without_a_pod_is_reported_as_reserved_not_missing():
 
     stack = stack_of(stack_raw("lab"))
     plan = status.planned(stack)
-    assert plan["vllm-llama-8b-multi-1"].reserved and not plan["vllm-llama-8b-multi-0"].reserved
+    assert plan["vllm-llama-8b-multi-1"].reserved and not plan["vllm-llama-8b-multi"].reserved
     with httpx.Client(timeout=1) as client:
         rows = status.pod_rows(stack, [], {}, client)
     text = {r[0] for r in rows}
     assert "(vllm-llama-8b-multi-1: reserved, no pod until its autoscaler starts one)" in text
-    assert "(vllm-llama-8b-multi-0: no pod)" in text
+    assert "(vllm-llama-8b-multi: no pod)" in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 
 import pytest
@@ -46,7 +48,7 @@ def test_70b_args_are_typed_flags_only(prod):
 def test_a_server_alone_on_its_gpu_keeps_vllms_profiling(lab):
     args = container(lab, "vllm-mixtral")["args"]
     assert "--kv-cache-memory-bytes" not in args and args[args.index("--gpu-memory-utilization") + 1] == "0.8"
-    assert "--kv-cache-memory-bytes" in container(lab, "vllm-llama-8b-multi-0")["args"]
+    assert "--kv-cache-memory-bytes" in container(lab, "vllm-llama-8b-multi")["args"]
 
 
 def test_no_removed_flag_env_or_metric_in_any_render(prod, lab):
@@ -122,9 +124,11 @@ def test_weights_in_the_model_cache_and_metrics_scraped(prod):
     assert env_of(c)["HF_HOME"] == "/models/huggingface"
     assert dep["spec"]["template"]["spec"]["volumes"][0] == {"name": "models", "persistentVolumeClaim": {"claimName": "model-cache-a100-node"}}
     assert dep["spec"]["template"]["metadata"]["annotations"] == {
-        "prometheus.io/path": "/metrics", "prometheus.io/port": "8000", "prometheus.io/scrape": "true"}
+        "prometheus.io/path": "/metrics", "prometheus.io/port": "8000", "prometheus.io/scrape": "true",
+        "llm-infra/api-key-sha256": hashlib.sha256(b"<secret:llm-infra:apiKey>").hexdigest()[:16]}
     svc = prod.find("Service", "vllm-watt-8b")
-    assert "annotations" not in svc["metadata"]  # the pods are scraped, not the Service as well (no double counting)
+    # The pods are scraped, not the Service as well (no double counting); the Service is not awaited (its pods are).
+    assert svc["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
     assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "protocol": "TCP", "targetPort": "http"}]
     assert prod.program["topology"].endpoints["vllm-watt-8b"] == "http://vllm-watt-8b.llama-serve:8000/v1"
 
@@ -156,7 +160,7 @@ def test_exclusive_requests_as_many_gpus_as_ranks():
 
 
 def test_replicas_are_separate_pinned_pods_behind_one_service(lab):
-    deps = [lab.find("Deployment", f"vllm-llama-8b-multi-{i}") for i in (0, 1)]
+    deps = [lab.find("Deployment", name) for name in ("vllm-llama-8b-multi", "vllm-llama-8b-multi-1")]
     svc = lab.find("Service", "vllm-llama-8b-multi")
     for dep in deps:
         assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()

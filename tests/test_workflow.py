@@ -58,3 +58,15 @@ def test_render_to_directory_reaches_the_programs_own_provider():
     run = run_program(config, secrets)
     providers = [r.inputs for r in run.resources if r.typ == "pulumi:providers:kubernetes"]
     assert providers == [{"renderYamlToDirectory": "build/preview-dev", "upsertExistingObjects": "true"}]
+
+
+def test_the_programs_provider_reaches_the_cluster_the_stack_names():
+    """An explicit provider reads no `kubernetes:` stack config: without these the model cache (on the adopting
+    provider) would land on the kubeconfig's current context while everything else follows kubernetes:context."""
+    config, secrets = stack_config("dev")
+    config.update({"kubernetes:context": "gpu-cluster", "kubernetes:kubeconfig": "/etc/llm/kubeconfig",
+                   "kubernetes:enableServerSideApply": "true", "kubernetes:unknownKey": "x"})
+    run = run_program(config, secrets)
+    providers = [r.inputs for r in run.resources if r.typ == "pulumi:providers:kubernetes"]
+    assert providers == [{"context": "gpu-cluster", "kubeconfig": "/etc/llm/kubeconfig", "enableServerSideApply": "true",
+                          "upsertExistingObjects": "true"}]

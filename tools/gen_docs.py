@@ -20,7 +20,8 @@ from pydantic_core import PydanticUndefined
 from stacks.config import StackConfig
 from tools.offline import ROOT
 
-PULUMI_MARK = "# Generated from stacks/config.py by `make docs`; every key is checked by the program itself."
+PULUMI_MARK = ("# Generated from stacks/config.py by `make docs`. Only keys with a default are declared: the Pulumi CLI requires\n"
+               "# a declared key without one in every stack. Every key is in README.md (Config reference), checked by the program.")
 BEGIN, END = "<!-- config-reference:begin (make docs) -->", "<!-- config-reference:end -->"
 
 
@@ -80,13 +81,13 @@ def readme_table() -> str:
 
 
 def pulumi_config_block() -> dict[str, Any]:
-    """Pulumi.yaml `config:`: typed where the CLI has a type (string), described everywhere."""
+    """Pulumi.yaml `config:`: only the keys with a CLI type (string) and a default. The CLI treats a declared key
+    without a default as required in every stack ("Stack 'dev' is missing configuration values", pulumi
+    pkg/v3/cmd/pulumi/config: validateStackConfigAndApplyProjectConfig), so the others are documented in the README only."""
     block: dict[str, Any] = {}
     for name, f in StackConfig.model_fields.items():
-        entry: dict[str, Any] = {"description": f.description}
-        if f.annotation is str:
-            entry = {"type": "string", "default": f.default, **entry}
-        block[f.alias or name] = entry
+        if f.annotation is str and isinstance(f.default, str):
+            block[f.alias or name] = {"type": "string", "default": f.default, "description": f.description}
     return block
 
 

@@ -16,6 +16,8 @@ import pulumi
 import yaml
 from pulumi.runtime.mocks import MockMonitor
 
+from stacks.loader import missing_secrets
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 
@@ -157,34 +159,48 @@ class RecordingMonitor(MockMonitor):
         return super().RegisterResource(request)
 
 
-def stack_config(stack: str = "dev", config_file: Path | None = None) -> tuple[dict[str, str], list[str]]:
+def stack_config(stack: str = "dev", config_file: Path | None = None, placeholders: bool = True) -> tuple[dict[str, str], list[str]]:
     """The config map the CLI would pass: Pulumi.yaml defaults overlaid by Pulumi.<stack>.yaml.
 
-    `secure:` values cannot be decrypted offline; they become placeholders marked secret."""
+    `secure:` values cannot be decrypted offline; they become placeholders marked secret, and so do the secrets the
+    stack needs but its file does not hold (`placeholders`; what `pulumi config set --secret` would add)."""
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     name = project["name"]
     full = lambda k: k if ":" in k else f"{name}:{k}"  # noqa: E731
-    values: dict[str, Any] = {}
-    for k, decl in (project.get("config") or {}).items():
-        if isinstance(decl, dict):
-            if "default" in decl:
-                values[full(k)] = decl["default"]
-            elif "value" in decl:
-                values[full(k)] = decl["value"]
-        else:
-            values[full(k)] = decl
     path = config_file or ROOT / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         raise StackFileError(f"no stack config file {path}; create it or pass CONFIG=<file>")
     data = load_yaml(path) or {}
     if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
         raise StackFileError(f"{path}: expected a mapping with a 'config:' mapping")
+    given = {full(k) for k in (data.get("config") or {})}
+    values: dict[str, Any] = {}
+    missing = []
+    for k, decl in (project.get("config") or {}).items():
+        # As the CLI merges them (pkg/v3/workspace/config.go, ValidateStackConfigAndApplyProjectConfig, v3.274): a
+        # declared key with neither `default` nor `value` is required of every stack.
+        if isinstance(decl, dict) and not ({"default", "value"} & set(decl)):
+            if full(k) not in given:
+                missing.append(k)
+        elif isinstance(decl, dict):
+            values[full(k)] = decl.get("value", decl.get("default"))
+        else:
+            values[full(k)] = decl
+    if missing:
+        raise StackFileError(f"Stack '{stack}' is missing configuration values {', '.join(repr(k) for k in missing)} "
+                             "(Pulumi.yaml declares them without a default, so the Pulumi CLI requires them in every stack)")
     secret_keys: list[str] = []
     for k, v in (data.get("config") or {}).items():
         if isinstance(v, dict) and set(v) == {"secure"}:
             secret_keys.append(full(k))
             v = f"<secret:{full(k)}>"
         values[full(k)] = v
+    if placeholders:
+        # The stack files ship no secrets (`pulumi config set --secret` writes them): fill in those the stack needs.
+        raw = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith(f"{name}:")}
+        for k in missing_secrets(raw, frozenset(secret_keys)):
+            secret_keys.append(full(k))
+            values[full(k)] = f"<secret:{full(k)}>"
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}, secret_keys
 
 

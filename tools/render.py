@@ -23,7 +23,7 @@ from stacks.loader import InvalidStack
 from stacks.edge import AUTH_SECRET, format_edge
 from stacks.graph import format_routes
 from stacks.plan import format_table
-from tools.offline import ROOT, StackFileError, run_stack
+from tools.offline import ROOT, StackFileError, run_stack, stack_config
 from tools.plan_picture import plan_svg
 
 
@@ -65,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     summary = ", ".join(f"{n} {k}" for k, n in kinds.items())
     print(f"\nwrote {manifests} ({len(objects)} objects: {summary}), {out / 'plan.json'} and {out / 'plan.svg'} "
           f"in {time.perf_counter() - started:.1f} s")
+    _, stored = stack_config(a.stack, a.config, placeholders=False)
+    _, needed = stack_config(a.stack, a.config)
+    for key in sorted(set(needed) - set(stored)):
+        short = key.split(":", 1)[1]
+        value = '"$(openssl rand -hex 32)"' if short == "apiKey" else "hf_..."
+        print(f"\n{key} is not set (rendered with a placeholder); before `pulumi up`: "
+              f"pulumi config set --secret {short} {value} --stack {a.stack}")
     if secrets:
         print("\nSecrets are not in manifests.yaml; before `kubectl apply -f`, create them (pulumi up does this itself):")
         for s in secrets:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from stacks.config.base import DNS_LABEL, DNS_SUBDOMAIN, _Model, key
+from stacks.errors import MissingSecret
 
 if TYPE_CHECKING:
     from stacks.config import StackConfig
@@ -123,8 +124,8 @@ def edge_problems(cfg: StackConfig, secret_keys: frozenset[str]) -> list[str]:
     if ing is None:
         return problems
     if ing.auth.mode == "apiKey" and cfg.api_key is None:
-        problems.append(f"{key('ingress', 'auth', 'mode')}: apiKey needs the stack's key: `pulumi config set --secret apiKey "
-                        "\"$(openssl rand -hex 32)\"` (or set ingress.auth.mode to oidc, or to none explicitly)")
+        problems.append(MissingSecret("apiKey", f"{key('ingress', 'auth', 'mode')}: apiKey needs the stack's key: `pulumi config set "
+                        "--secret apiKey \"$(openssl rand -hex 32)\"` (or set ingress.auth.mode to oidc, or to none explicitly)"))
     if ing.auth.mode == "oidc" and cfg.api_key is not None:
         problems.append(f"{key('apiKey')}: with ingress.auth.mode oidc the Authorization header carries the SSO's token, so vLLM's "
                         "own key check (VLLM_API_KEY) would refuse every signed-in request; remove apiKey (the network policies "

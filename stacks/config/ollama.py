@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from stacks.catalog import OLLAMA_DEFAULT_IMAGE, VLLM
 from stacks.config.base import DNS_LABEL, GO_DURATION, IMAGE, _Model, _pinned_image, key
+from stacks.errors import MissingSecret
 from stacks.config.cluster import Node
 
 if TYPE_CHECKING:
@@ -179,7 +180,8 @@ def _ollama_problems(cfg: StackConfig, ollama: Ollama) -> list[str]:
             if adapter.lora_dir is None:
                 problems.append(f"{key('ollama', 'adapters', name, 'loraDir')}: ollama.engine vllm serves adapters as PEFT LoRA directories; set loraDir (GGUF files are for Ollama)")
         if pool.model in hf_models() and hf_models()[pool.model].gated and cfg.hf_token is None:
-            problems.append(f"{key('hfToken')}: {pool.model} is gated on Hugging Face; set a token with `pulumi config set --secret hfToken hf_...`")
+            problems.append(MissingSecret("hfToken", f"{key('hfToken')}: {pool.model} is gated on Hugging Face; set a token with "
+                                          "`pulumi config set --secret hfToken hf_...`"))
     for name, adapter in sorted(ollama.adapters.items()):
         if not re.match(DNS_LABEL, name) or len(f"ollama-adapter-{name}") > 63:
             problems.append(f"{key('ollama', 'adapters', name)}: adapter name must be a DNS label of at most 48 characters (lowercase, digits, '-')")

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from stacks.catalog import VLLM, VLLM_DEFAULT_IMAGE, HfModel
 from stacks.config.arch import ModelArchSpec
 from stacks.config.base import DNS_LABEL, IMAGE, _Model, _pinned_image, key
+from stacks.errors import MissingSecret
 
 if TYPE_CHECKING:
     from stacks.config import StackConfig
@@ -254,8 +255,8 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
                     problems.append(f"{key('nodes', i, 'gpus', j)}: gpuSharing.mode {cfg.gpu_sharing.mode} pins GPUs by "
                                     f"{'uuid or pciBusID' if cfg.gpu_sharing.mode == 'dra' else 'UUID'}; set it (nvidia-smi -L)")
     if gated and cfg.hf_token is None:
-        problems.append(f"{key('hfToken')}: {', '.join(gated)} {'is a gated model' if len(gated) == 1 else 'are gated models'} on Hugging Face; "
-                        "set a token with `pulumi config set --secret hfToken hf_...`")
+        problems.append(MissingSecret("hfToken", f"{key('hfToken')}: {', '.join(gated)} {'is a gated model' if len(gated) == 1 else 'are gated models'} "
+                                      "on Hugging Face; set a token with `pulumi config set --secret hfToken hf_...`"))
     if cfg.hf_token is not None and key("hfToken") not in secret_keys:
         problems.append(f"{key('hfToken')}: the token is in plain text in the stack file; store it with `pulumi config set --secret hfToken hf_...`")
     return sorted(set(problems), key=problems.index)

@@ -156,10 +156,12 @@ class VllmWorkload:
     @property
     def deployment_name(self) -> str:
         """The Deployment, or for a multi-node replica the LeaderWorkerSet (always numbered: LeaderWorkerSet makes a headless
-        Service of its own name, which must not be the model's Service)."""
+        Service of its own name, which must not be the model's Service). The first replica keeps the model's name
+        whatever `replicas` and `autoscale` say, so raising them adds Deployments and never renames (replaces) a
+        running one or its per-pod cache claim."""
         if self.multi_node:
             return f"vllm-{self.key}-{self.replica}"
-        return f"vllm-{self.key}" if max_replicas(self.spec) == 1 else f"vllm-{self.key}-{self.replica}"
+        return f"vllm-{self.key}" if self.replica == 0 else f"vllm-{self.key}-{self.replica}"
 
     def pod_name(self, rank: int) -> str:
         """A multi-node rank's pod: LeaderWorkerSet names the leader `<name>-<group>` and workers `<name>-<group>-<index>`."""
