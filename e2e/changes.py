@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ class Change:
 
 
 def _apis():
-    config.load_kube_config()
+    config.load_kube_config(config_file=os.environ["KUBECONFIG"])
     return client.CoreV1Api(), client.AppsV1Api(), client.CustomObjectsApi()
 
 
@@ -113,23 +114,32 @@ def replicas(path: tuple[str, ...], first: str, count: int) -> Change:
         return {"deployment": first, "uid": _uid("Deployment", _ns(run), first)}
 
     def verify(run, before):
+        # vLLM: a Deployment per replica (each pinned to its own GPUs); Ollama: one Deployment with `replicas` pods.
         _, apps, _ = _apis()
-        owner = next(iter(apps.read_namespaced_deployment(first, _ns(run)).spec.selector.match_labels.items()))
-        deps = [d.metadata.name for d in apps.list_namespaced_deployment(_ns(run)).items
-                if d.metadata.name == first or d.metadata.name.startswith(f"{first}-")]
-        if len(deps) != count:
-            raise checks.CheckFailed(f"{run.name}: replicas {count}: Deployments {deps}")
-        return f"Deployments {', '.join(sorted(deps))}; " + _same(run, before, "replicas") + f" ({owner[0]}={owner[1]})"
+        deps = {d.metadata.name: d.status.available_replicas or 0 for d in apps.list_namespaced_deployment(_ns(run)).items
+                if d.metadata.name == first or (d.metadata.name.startswith(f"{first}-") and d.metadata.name[len(first) + 1:].isdigit())}
+        if sum(deps.values()) != count:
+            raise checks.CheckFailed(f"{run.name}: replicas {count}: available pods per Deployment {deps}")
+        return f"available pods {deps}; " + _same(run, before, "replicas")
     return Change(f"{'.'.join(path)}.replicas -> {count}", apply, verify)
 
 
 def shield(on: bool, saved: dict[str, Any]) -> Change:
     def apply(run):
         def edit(raw):
+            # The agents that asked for the shield follow it (an agent with safety and no shield is refused).
             if on:
                 raw["llamaStack"]["safety"] = saved["safety"]
+                for name, agent in raw.get("agents", {}).items():
+                    agent.pop("safety", None)
+                    if saved["agents"][name] is not None:
+                        agent["safety"] = saved["agents"][name]
             else:
                 saved["safety"] = raw["llamaStack"].pop("safety")
+                saved["agents"] = {n: a.get("safety") for n, a in raw.get("agents", {}).items()}
+                for agent in raw.get("agents", {}).values():
+                    if agent.get("safety", True):
+                        agent["safety"] = False
         run.edit(edit)
         guard = f"vllm-{saved['safety']['model']}"
         return {"deployment": guard, "uid": _uid("Deployment", _ns(run), guard)}
@@ -159,6 +169,8 @@ def rotate_api_key() -> Change:
             raise checks.CheckFailed(f"{run.name}: apiKey rotated, but the cluster's Secret holds another value")
         now = _pod_uids(_ns(run), selector)
         kept = now & before["pods"]
+        if not now and not before["pods"]:
+            return "the Secret holds the new key; no pod reads it at start (the ingress checks it)"
         if kept or not now:
             raise checks.CheckFailed(f"{run.name}: apiKey rotated, but {len(kept)} of {len(now)} serving pods did not restart")
         return f"the Secret holds the new key; all {len(now)} serving pods restarted"
@@ -214,24 +226,77 @@ def raise_cache_size() -> Change:
     return Change("modelCache.size raised", apply, verify)
 
 
-def add_adapter(name: str) -> Change:
+# -- which changes a stack gets ---------------------------------------------------------------------------------
+
+
+def _at(raw: dict, path: tuple[str, ...]) -> dict:
+    for p in path:
+        raw = raw[p]
+    return raw
+
+
+def remove(path: tuple[str, ...], saved: dict[str, Any]) -> Change:
+    """A model or adapter taken out of the stack (its objects deleted), to make room for another's replica."""
     def apply(run):
-        def edit(raw):
-            adapters = raw["ollama"]["adapters"]
-            template = copy.deepcopy(adapters[sorted(adapters)[0]])
-            template.update(file=f"adapters/{name}.gguf", replicas=1)
-            adapters[name] = template
-        run.edit(edit)
+        run.edit(lambda raw: saved.update(spec=_at(raw, path[:-1]).pop(path[-1])))
         return {}
 
     def verify(run, before):
         _, apps, _ = _apis()
-        d = apps.read_namespaced_deployment(f"ollama-adapter-{name}", _ns(run))
-        return f"Deployment {d.metadata.name}: {d.status.available_replicas} available"
-    return Change(f"ollama.adapters.{name} added", apply, verify)
+        names = {d.metadata.name for d in apps.list_namespaced_deployment(_ns(run)).items}
+        gone = _deployment_of(path)
+        if gone in names:
+            raise checks.CheckFailed(f"{run.name}: {'.'.join(path)} removed, but Deployment {gone} is still there")
+        return f"Deployment {gone} deleted"
+    return Change(f"{'.'.join(path)} removed", apply, verify)
 
 
-# -- which changes a stack gets ---------------------------------------------------------------------------------
+def add(path: tuple[str, ...], saved: dict[str, Any], name: str) -> Change:
+    """A model or adapter added (the one removed before, under `name`)."""
+    new = (*path[:-1], name)
+
+    def apply(run):
+        spec = copy.deepcopy(saved["spec"])
+        if path[0] == "ollama":
+            spec["file"] = f"adapters/{name}.gguf"
+        run.edit(lambda raw: _at(raw, path[:-1]).update({name: spec}))
+        return {}
+
+    def verify(run, before):
+        _, apps, _ = _apis()
+        d = apps.read_namespaced_deployment(_deployment_of(new), _ns(run))
+        return f"Deployment {d.metadata.name}: {d.status.available_replicas} of {d.spec.replicas} available"
+    return Change(f"{'.'.join(new)} added", apply, verify)
+
+
+def _deployment_of(path: tuple[str, ...]) -> str:
+    return f"vllm-{path[-1]}" if path[0] == "vllm" else f"ollama-adapter-{path[-1]}"
+
+
+def _replica_changes(run: "StackRun", raw: dict[str, Any]) -> list[Change]:
+    """replicas 1 -> 2 -> 1 of a model or adapter, where the plan has room; if none has, another is removed first and
+    added back after (an Ollama adapter under a new name): removing and adding are changes users make too."""
+    models = (raw.get("vllm") or {}).get("models", {})
+    adapters = (raw.get("ollama") or {}).get("adapters", {})
+    paths = [("vllm", "models", k) for k, m in sorted(models.items())
+             if int(m.get("pipelineParallel", 1)) == 1 and "autoscale" not in m and int(m.get("replicas", 1)) == 1]
+    paths += [("ollama", "adapters", a) for a, s in sorted(adapters.items()) if int(s.get("replicas", 1)) == 1]
+
+    def grow(path):
+        return lambda r: _at(r, path).update(replicas=2)
+
+    def cycle(path):
+        return [replicas(path, _deployment_of(path), 2), replicas(path, _deployment_of(path), 1)]
+    for path in paths:
+        if _fits(run, grow(path)):
+            return cycle(path)
+    for other in paths:
+        for path in paths:
+            if path != other and _fits(run, lambda r, o=other, p=path: (_at(r, o[:-1]).pop(o[-1]), grow(p)(r))):
+                saved: dict[str, Any] = {}
+                back = other[-1] if other[0] == "vllm" else "translation"
+                return [remove(other, saved), *cycle(path), add(other, saved, back)]
+    return []
 
 
 def plan_for(run: "StackRun") -> list[Change]:
@@ -242,15 +307,7 @@ def plan_for(run: "StackRun") -> list[Change]:
                     and int(m.get("replicas", 1)) == 1)
     if single:
         out.append(max_model_len(single[0]))
-    grow = next((k for k in single if _fits(run, lambda r, k=k: r["vllm"]["models"][k].update(replicas=2))), None)
-    if grow is not None:
-        out += [replicas(("vllm", "models", grow), f"vllm-{grow}", 2), replicas(("vllm", "models", grow), f"vllm-{grow}", 1)]
-    elif raw.get("ollama"):
-        adapters = raw["ollama"].get("adapters", {})
-        role = next((a for a in sorted(adapters) if _fits(run, lambda r, a=a: r["ollama"]["adapters"][a].update(replicas=2))), None)
-        if role is not None:
-            out += [replicas(("ollama", "adapters", role), f"ollama-adapter-{role}", 2),
-                    replicas(("ollama", "adapters", role), f"ollama-adapter-{role}", 1)]
+    out += _replica_changes(run, raw)
     if (raw.get("llamaStack") or {}).get("safety"):
         saved: dict[str, Any] = {}
         out += [shield(False, saved), shield(True, saved)]
@@ -259,7 +316,4 @@ def plan_for(run: "StackRun") -> list[Change]:
     if (raw.get("gpuSharing") or {}).get("mode") == "dra":
         out.append(replace_gpu_uuids())
     out.append(raise_cache_size())
-    if raw.get("ollama", {}).get("adapters") is not None and _fits(run, lambda r: r["ollama"]["adapters"].update(
-            translation={**r["ollama"]["adapters"][sorted(r["ollama"]["adapters"])[0]], "file": "adapters/translation.gguf"})):
-        out.append(add_adapter("translation"))
     return out

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ class CheckFailed(Exception):
 
 
 def _apis():
-    config.load_kube_config()
+    config.load_kube_config(config_file=os.environ["KUBECONFIG"])
     return client.CoreV1Api(), client.AppsV1Api(), client.CustomObjectsApi()
 
 

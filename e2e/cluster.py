@@ -66,7 +66,7 @@ class Cluster:
             raise SystemExit(f"missing {', '.join(missing)} in {BIN}: run e2e/build-tools.sh (make e2e does)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
-        atexit.register(self.stop)
+        atexit.register(self.stop)  # unless the caller keeps the cluster: then it calls detach()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         pki = self.workdir / "pki"
@@ -118,6 +118,9 @@ class Cluster:
             "--kubeconfig", kc, *config, "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector", f"{KWOK_NODE_ANNOTATION}=fake",
             "--cidr", "10.244.0.1/16", "--node-ip", HOST, "--server-address", f"{HOST}:{free_port()}",
+            # Renew each node's Lease as a kubelet does (kwokctl's 40 s): without it the node lifecycle controller
+            # finds the nodes silent after its grace period and marks every pod not ready.
+            "--node-lease-duration-seconds", "40",
         ])
         return self
 
@@ -158,6 +161,12 @@ class Cluster:
         }
         self.kubeconfig.write_text(yaml.safe_dump(cfg))
         self.kubeconfig.chmod(0o600)
+
+    def detach(self) -> None:
+        """Leave the processes running after this program exits (make e2e KEEP=1); `kill` their pids to stop them."""
+        atexit.unregister(self.stop)
+        (self.workdir / "pids").write_text("".join(f"{p.pid} {n}\n" for n, p in self.procs))
+        self.procs.clear()
 
     def check_alive(self) -> None:
         for name, proc in self.procs:

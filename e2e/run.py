@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from kubernetes.config import kube_config
 from pulumi import automation as auto
 
 from e2e import addons, changes, checks
@@ -122,6 +123,7 @@ def start(name: str) -> StackRun:
         "KUBECONFIG": str(cluster.kubeconfig),
     }
     os.environ["KUBECONFIG"] = env["KUBECONFIG"]  # for this process's own checks (e2e/checks.py, tools/status.py)
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = env["KUBECONFIG"]  # read once, when the client was imported
     stack = driver.open_stack(name, work / "project", env, create=True, secrets_provider="passphrase")
     config, secret_keys = stack_config(name, work / "project" / f"Pulumi.{name}.yaml", placeholders=False)
     raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in config.items() if k.startswith("llm-infra:")}
@@ -155,7 +157,11 @@ def run_stack(name: str, keep: bool) -> StackRun:
             run.step("pulumi destroy", lambda: run.stack.destroy(on_output=run.output, color="never"))
     finally:
         (run.work / "pulumi-output.log").write_text("\n".join(run.log))
-        if not keep:
+        if keep:
+            run.cluster.detach()
+            print(f"[{name}] the cluster keeps running: KUBECONFIG={run.cluster.kubeconfig}; "
+                  f"stop it with: kill $(cut -d' ' -f1 {run.cluster.workdir / 'pids'})")
+        else:
             run.cluster.stop()
     return run
 

@@ -155,6 +155,9 @@ class RecordingMonitor(MockMonitor):
             "provider": request.provider,
             "parent": request.parent,
             "dependencies": list(request.dependencies),
+            # What the engine matches against the old state (alias specs; the SDK resolves their parents to URNs).
+            "aliases": [{"name": a.spec.name, "type": a.spec.type, "parentUrn": a.spec.parentUrn} if a.HasField("spec")
+                        else {"urn": a.urn} for a in request.aliases],
         }
         return super().RegisterResource(request)
 
