@@ -88,7 +88,7 @@ class GpuClaims(pulumi.ComponentResource):
         self.claims = {}
         for gpu in args.gpus:
             self.claims[gpu.claim_name] = k8s.resource.v1.ResourceClaim(
-                f"{name}-{gpu.claim_name}",
+                f"{name}-{gpu.node}-gpu-{gpu.index}",  # one URN per GPU slot: a new selector is a replace (see claim_name)
                 metadata=meta(gpu.claim_name, args.namespace, labels("gpu-claim", gpu.claim_name, "gpu"),
                               {"llm-infra/gpu": f"{gpu.node}/{gpu.index}"}),
                 spec=k8s.resource.v1.ResourceClaimSpecArgs(

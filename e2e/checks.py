@@ -58,7 +58,7 @@ def _problems(run: "StackRun") -> tuple[list[str], list[str]]:
         slices = custom.list_cluster_custom_object("resource.k8s.io", "v1", "resourceslices")["items"]
         uuid_of = {(s["spec"]["pool"]["name"], d["name"]): d.get("attributes", {}).get("uuid", {}).get("string")
                    for s in slices for d in s["spec"].get("devices", [])}
-        gpus = {g.claim_name: g for g in stack.plan.used_gpus()}
+        gpus = {g.gpu.claim_name: g for g in stack.plan.used_gpus()}
         for claim in custom.list_namespaced_custom_object("resource.k8s.io", "v1", ns, "resourceclaims")["items"]:
             name = claim["metadata"]["name"]
             results = ((claim.get("status") or {}).get("allocation") or {}).get("devices", {}).get("results", [])

@@ -3,7 +3,7 @@
 Rollouts replace one pod at a time without a surge, but a terminating pod still counts against a quota
 until it is gone, so the quota holds the planned pods and the largest of them once more. Object counts
 come from the name registry (the objects the stack creates), plus `kube-root-ca.crt`, which Kubernetes
-puts in every namespace.
+puts in every namespace, twice over: room for each of them to be replaced in one `pulumi up`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from stacks.graph import ServiceGraph
 from stacks.names import planned_objects
 from stacks.plan import Plan, server_pods, shm_gib
 
+REPLACE_ROOM = 2
 COUNTED = {"Service": "services", "ConfigMap": "configmaps", "Secret": "secrets",
            "PersistentVolumeClaim": "persistentvolumeclaims", "Deployment": "count/deployments.apps",
            "ResourceClaim": "count/resourceclaims.resource.k8s.io"}
@@ -73,5 +74,9 @@ def quota(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> dict[str, str]:
         counts["secrets"] = counts.get("secrets", 0) + 1 + (1 if _acme(cfg) else 0)
         if _acme(cfg):
             counts["services"] = counts.get("services", 0) + 1
-    hard.update({k: str(v) for k, v in counts.items()})
+    # Room for every counted object to be replaced in one update: a changed ConfigMap or Secret, a GPU's new claim, a
+    # moved replica. A create-before-delete replace holds both objects for a moment, and a delete frees quota only
+    # when the quota controller next recounts, so even delete-before-replace needs the room (the real API server
+    # refused an agent's ConfigMap replacement with the exact count: "exceeded quota ... limited: configmaps=9").
+    hard.update({k: str(REPLACE_ROOM * v) for k, v in counts.items()})
     return dict(sorted(hard.items()))

@@ -19,11 +19,12 @@ def test_dev_quota_holds_the_plan_and_one_rolling_pod_more(dev_run):
     assert hard["pods"] == "5"
     counted = {k: sum(1 for o in dev_run.objects() if o["kind"] == kind) for k, kind in
                (("services", "Service"), ("persistentvolumeclaims", "PersistentVolumeClaim"), ("count/deployments.apps", "Deployment"))}
-    assert all(hard[k] == str(v) for k, v in counted.items())
+    # Twice each count: room for every object to be replaced in one update (REPLACE_ROOM)
+    assert all(hard[k] == str(2 * v) for k, v in counted.items())
     # ollama-ensure-model, the Grafana dashboard, and the kube-root-ca.crt every namespace gets
-    assert hard["configmaps"] == str(2 + 1)
+    assert hard["configmaps"] == str(2 * (2 + 1))
     # the API key, the ingress's htpasswd line and the TLS Secret the stack uses (ollama-local-tls, made by you)
-    assert hard["secrets"] == str(3)
+    assert hard["secrets"] == str(2 * 3)
     assert "requests.nvidia.com/gpu" not in hard  # visible-devices: no GPU requests to count
 
 
@@ -64,7 +65,7 @@ def test_exclusive_mode_counts_gpus_and_dra_counts_claims():
     assert requested == 2  # base and code, one GPU each
     assert run.find("ResourceQuota", "llm-infra-quota")["spec"]["hard"]["requests.nvidia.com/gpu"] == str(requested + 1)
     prod = run_secret_raw(stack_raw("prod"), ["hfToken"])
-    assert prod.find("ResourceQuota", "llm-infra-quota")["spec"]["hard"]["count/resourceclaims.resource.k8s.io"] == "4"
+    assert prod.find("ResourceQuota", "llm-infra-quota")["spec"]["hard"]["count/resourceclaims.resource.k8s.io"] == str(2 * 4)
     excl = run_secret_raw(variant(lambda r: (r["gpuSharing"].update(mode="exclusive"),
                                              r["vllm"].update(models={"llama-70b": r["vllm"]["models"]["llama-70b"]}),
                                              r.pop("llamaStack"), r.pop("agents")), "prod"), ["hfToken"])
@@ -102,5 +103,5 @@ def test_cert_manager_has_room_to_issue():
     prod = run_secret_raw(stack_raw("prod"), ["hfToken"])
     hard = prod.find("ResourceQuota", "llm-infra-quota")["spec"]["hard"]
     rendered = {k: sum(1 for o in prod.objects() if o["kind"] == kind) for k, kind in (("secrets", "Secret"), ("services", "Service"))}
-    assert int(hard["secrets"]) == rendered["secrets"] + 2  # the certificate's Secret and cert-manager's temporary key
-    assert int(hard["services"]) == rendered["services"] + 1  # the HTTP-01 solver's Service
+    assert int(hard["secrets"]) == 2 * (rendered["secrets"] + 2)  # the certificate's Secret and cert-manager's temporary key
+    assert int(hard["services"]) == 2 * (rendered["services"] + 1)  # the HTTP-01 solver's Service

@@ -14,11 +14,13 @@ from tools.offline import REDACTED
 TOKEN = "hf_abcdefghijklmnopqrstuvwxyz0123456789"
 
 
+def prod_run(raw):
+    return run_secret_raw({**raw, "hfToken": TOKEN}, ["hfToken"])
+
+
 @pytest.fixture(scope="module")
 def prod():
-    raw = stack_raw("prod")
-    raw["hfToken"] = TOKEN
-    return run_secret_raw(raw, ["hfToken"])
+    return prod_run(stack_raw("prod"))
 
 
 @pytest.fixture(scope="module")
@@ -133,13 +135,32 @@ def test_weights_in_the_model_cache_and_metrics_scraped(prod):
     assert prod.program["topology"].endpoints["vllm-watt-8b"] == "http://vllm-watt-8b.llama-serve:8000/v1"
 
 
+def claim(i: int, uuid: str | None = None) -> str:
+    """prod's claim of GPU i: named after the device it selects (a claim's spec cannot change)."""
+    uuid = uuid or f"GPU-00000000-0000-0000-0000-00000000a10{i}"
+    return f"a100-node-gpu-{i}-{hashlib.sha256(uuid.encode()).hexdigest()[:8]}"
+
+
 def test_dra_claims_for_tensor_parallel_and_shared_gpus(prod):
     spec = prod.find("Deployment", "vllm-llama-70b")["spec"]["template"]["spec"]
-    assert [c["resourceClaimName"] for c in spec["resourceClaims"]] == [f"a100-node-gpu-{i}" for i in range(4)]
+    assert [c["resourceClaimName"] for c in spec["resourceClaims"]] == [claim(i) for i in range(4)]
     # The plan put granite on GPU 0, next to the 70B: both pods reference that GPU's one claim.
     granite = prod.find("Deployment", "vllm-granite-8b")["spec"]["template"]["spec"]
-    assert granite["resourceClaims"] == [{"name": "gpu-0", "resourceClaimName": "a100-node-gpu-0"}]
-    assert sorted(o["metadata"]["name"] for o in prod.objects() if o["kind"] == "ResourceClaim") == [f"a100-node-gpu-{i}" for i in range(4)]
+    assert granite["resourceClaims"] == [{"name": "gpu-0", "resourceClaimName": claim(0)}]
+    assert sorted(o["metadata"]["name"] for o in prod.objects() if o["kind"] == "ResourceClaim") == [claim(i) for i in range(4)]
+
+
+def test_a_new_gpu_uuid_is_a_new_claim_under_the_same_urn():
+    """The API server refuses any update of a claim's spec: replacing a GPU's UUID must make a new claim (a replace
+    of the same Pulumi resource) and move the pods to it, never update the old claim in place."""
+    swap = lambda r: r["nodes"][0]["gpus"][0].update(uuid="GPU-11111111-2222-3333-4444-555555555555")  # noqa: E731
+    before, after = prod_run(stack_raw("prod")), prod_run(variant(swap, "prod"))
+    urns = lambda run: {r.name: r.inputs["metadata"]["name"] for r in run.resources if r.typ.endswith(":ResourceClaim")}  # noqa: E731
+    old, new = urns(before), urns(after)
+    assert old.keys() == new.keys() and [n for n in old if old[n] != new[n]] == ["gpu-claims-a100-node-gpu-0"]
+    assert new["gpu-claims-a100-node-gpu-0"] == claim(0, "GPU-11111111-2222-3333-4444-555555555555")
+    spec = after.find("Deployment", "vllm-granite-8b")["spec"]["template"]["spec"]
+    assert spec["resourceClaims"][0]["resourceClaimName"] == claim(0, "GPU-11111111-2222-3333-4444-555555555555")
 
 
 def test_visible_devices_for_vllm_sets_only_nvidia_visible_devices(lab):

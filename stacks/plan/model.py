@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass, field
 
 from stacks.catalog import GIB, GPU_MODELS, OLLAMA, VLLM, HfModel
@@ -27,8 +29,11 @@ class GpuRef:
 
     @property
     def claim_name(self) -> str:
-        """Name of the ResourceClaim for this GPU in `dra` mode."""
-        return f"{self.node}-gpu-{self.index}"
+        """Name of the ResourceClaim for this GPU in `dra` mode. The API server refuses any change to a claim's spec, so
+        the name carries a digest of the device it selects: new UUIDs (GPUs swapped, placeholders replaced by
+        `nvidia-smi -L`) make a new claim the pods move to, and the old one goes once no pod holds it."""
+        digest = hashlib.sha256((self.uuid or self.pci_bus_id or "").encode()).hexdigest()[:8]
+        return f"{self.node}-gpu-{self.index}-{digest}"
 
 
 @dataclass(frozen=True)
