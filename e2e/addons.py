@@ -79,7 +79,9 @@ def dra_objects(nodes: list[Node], sharing: GpuSharing) -> list[dict]:
 
 
 def crds() -> list[dict]:
-    return [d for f in sorted(CRD_DIR.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    """The add-on CRDs the tests validate against; LeaderWorkerSet's comes with its controller (start_lws)."""
+    return [d for f in sorted(CRD_DIR.glob("*.yaml")) if not f.name.startswith("leaderworkerset")
+            for d in yaml.safe_load_all(f.read_text()) if d]
 
 
 def install(kubeconfig: Path, nodes: list[Node], sharing: GpuSharing) -> list[str]:
@@ -110,3 +112,70 @@ def _config(kubeconfig: Path) -> client.Configuration:
     cfg = client.Configuration()
     kconfig.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
     return cfg
+
+
+# -- LeaderWorkerSet ------------------------------------------------------------------------------------------------
+# The real controller (sigs.k8s.io/lws v0.9.0, built by e2e/build-tools.sh) with its CRDs and its admission webhooks,
+# which it needs: the pod webhook gives each rank its group and worker index and the LWS_* variables. The API server
+# calls the webhooks at https://127.0.0.1:<port> with a certificate made here (its own cert rotation is for an
+# in-cluster Service), configured as the release's config/webhook manifests are, pod webhook's objectSelector included.
+
+LWS_MODULE = "sigs.k8s.io/lws"
+
+
+def lws_crds() -> list[dict]:
+    from e2e.cluster import module_dir
+    bases = module_dir("lws", LWS_MODULE) / "config" / "crd" / "bases"
+    return [d for f in sorted(bases.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+
+
+def start_lws(cluster, kubeconfig: Path) -> list[str]:
+    import base64
+    import subprocess
+
+    from e2e.cluster import HOST, free_port, module_dir
+    work = cluster.workdir / "lws"
+    certs = work / "certs"
+    certs.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=lws-webhook",
+                    "-addext", f"subjectAltName=IP:{HOST}", "-keyout", str(certs / "tls.key"), "-out", str(certs / "tls.crt")],
+                   check=True, capture_output=True)
+    port = free_port()
+    (work / "config.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "config.lws.x-k8s.io/v1alpha1", "kind": "Configuration",
+        "internalCertManagement": {"enable": False}, "leaderElection": {"leaderElect": False},
+        "webhook": {"host": HOST, "port": port, "certDir": str(certs)},
+        "metrics": {"bindAddress": f"{HOST}:{free_port()}"}, "health": {"healthProbeBindAddress": f"{HOST}:{free_port()}"}}))
+    api = client.ApiClient(configuration=_config(kubeconfig))
+    dyn = DynamicClient(api)
+    made = []
+    for crd in lws_crds():
+        dyn.resources.get(api_version=crd["apiVersion"], kind=crd["kind"]).create(body=crd)
+        made.append(f"CustomResourceDefinition {crd['metadata']['name']} (lws v0.9.0)")
+    cluster.spawn("lws-controller", ["--config", str(work / "config.yaml"), "--kubeconfig", str(kubeconfig)])
+    ca = base64.b64encode((certs / "tls.crt").read_bytes()).decode()
+    manifests = module_dir("lws", LWS_MODULE) / "config" / "webhook" / "manifests.yaml"
+    for hook in (d for d in yaml.safe_load_all(manifests.read_text()) if d):
+        hook["metadata"]["name"] = f"lws-{hook['metadata']['name']}"
+        for w in hook["webhooks"]:
+            path = w["clientConfig"]["service"]["path"]
+            w["clientConfig"] = {"url": f"https://{HOST}:{port}{path}", "caBundle": ca}
+            if w["rules"][0]["resources"] == ["pods"]:  # config/webhook/*-patch.yaml: only the pods of a LeaderWorkerSet
+                w["objectSelector"] = {"matchExpressions": [{"key": "leaderworkerset.sigs.k8s.io/name", "operator": "Exists"}]}
+        dyn.resources.get(api_version=hook["apiVersion"], kind=hook["kind"]).create(body=hook)
+        made.append(f"{hook['kind']} {hook['metadata']['name']} -> https://{HOST}:{port}")
+    _wait_for_webhook(HOST, port)
+    return made
+
+
+def _wait_for_webhook(host: str, port: int, timeout: float = 60) -> None:
+    import socket
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"the LeaderWorkerSet webhook did not listen on {host}:{port} within {timeout:.0f} s")

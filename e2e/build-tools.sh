@@ -36,16 +36,17 @@ provider() {
 }
 
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(etcd kubernetes kwok pulumi provider)
+[[ ${#targets[@]} -gt 0 ]] || targets=(etcd kubernetes kwok lws pulumi provider)
 for t in "${targets[@]}"; do
   case $t in
     etcd) build etcd etcd "-s -w" "$bin/etcd" go.etcd.io/etcd/server/v3 ;;
     kubernetes) build kubernetes kubernetes "$kube_ldflags" "$bin/" k8s.io/kubernetes/cmd/kube-apiserver \
                   k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler ;;
     kwok) build kwok kwok "-s -w" "$bin/kwok" sigs.k8s.io/kwok/cmd/kwok ;;
+    lws) build lws lws "-s -w" "$bin/lws-controller" sigs.k8s.io/lws/cmd ;;
     pulumi) build pulumi pulumi "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v3.274.1" \
               "$bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi ;;
     provider) provider ;;
-    *) echo "unknown tool $t (etcd kubernetes kwok pulumi provider)" >&2; exit 2 ;;
+    *) echo "unknown tool $t (etcd kubernetes kwok lws pulumi provider)" >&2; exit 2 ;;
   esac
 done

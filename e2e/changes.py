@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kubernetes import client, config
+from kubernetes.utils.quantity import parse_quantity
 from pulumi import automation as auto
 
 from e2e import checks
@@ -209,8 +210,8 @@ def raise_cache_size() -> Change:
         pvs = {pv.metadata.name: pv.metadata.uid for pv in core.list_persistent_volume().items}
 
         def edit(raw):
-            size = raw.get("modelCache", {}).get("size", "100Gi")
-            raw.setdefault("modelCache", {})["size"] = f"{int(size.removesuffix('Gi')) + 100}Gi"
+            size = parse_quantity(raw.get("modelCache", {}).get("size", "100Gi"))
+            raw.setdefault("modelCache", {})["size"] = f"{int(size / 2**30) + 100}Gi"
         run.edit(edit)
         return {"pvs": pvs, "size": _raw(run)["modelCache"]["size"]}
 
@@ -219,7 +220,8 @@ def raise_cache_size() -> Change:
         now = {pv.metadata.name: pv for pv in core.list_persistent_volume().items}
         for name, uid in before["pvs"].items():
             pv = now.get(name)
-            if pv is None or pv.metadata.uid != uid or pv.spec.capacity["storage"] != before["size"] or pv.status.phase != "Bound":
+            if (pv is None or pv.metadata.uid != uid or parse_quantity(pv.spec.capacity["storage"]) != parse_quantity(before["size"])
+                    or pv.status.phase != "Bound"):
                 raise checks.CheckFailed(f"{run.name}: modelCache.size: PersistentVolume {name} is "
                                          f"{'gone' if pv is None else (pv.metadata.uid, pv.spec.capacity, pv.status.phase)}")
         return f"{len(before['pvs'])} PersistentVolumes kept, bound, capacity {before['size']}"

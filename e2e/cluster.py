@@ -124,6 +124,10 @@ class Cluster:
         ])
         return self
 
+    def spawn(self, name: str, args: list[str]) -> None:
+        """Start another of .tools/bin's programs beside the control plane (stopped with it)."""
+        self._spawn(name, args)
+
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.logs / f"{name}.log", "w")
         proc = subprocess.Popen([str(BIN / name), *args], stdout=log, stderr=subprocess.STDOUT,

@@ -113,7 +113,11 @@ def start(name: str) -> StackRun:
 
     cluster = Cluster(work / "cluster").start()
     print(f"[{name}] control plane up on 127.0.0.1:{cluster.api_port}", flush=True)
-    for line in addons.install(cluster.kubeconfig, nodes, sharing):
+    made = addons.install(cluster.kubeconfig, nodes, sharing)
+    models = (raw_file.get("llm-infra:vllm") or {}).get("models", {})
+    if any(int(m.get("pipelineParallel", 1)) > 1 for m in models.values()):
+        made += addons.start_lws(cluster, cluster.kubeconfig)
+    for line in made:
         print(f"[{name}]   {line[:140]}", flush=True)
     (work / "state").mkdir()
     env = {
