@@ -31,6 +31,7 @@ from e2e import addons, changes, checks
 from e2e.cluster import Cluster
 from stacks.config import GpuSharing, Node
 from stacks.loader import missing_secrets
+from stacks.plan import text_table
 from tools import preview as driver
 from tools.offline import stack_config
 
@@ -184,8 +185,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nFAILED {exc}\n(logs: {BUILD / name})", file=sys.stderr)
             return 1
     print(f"\ne2e: {len(runs)} stacks in {time.monotonic() - total:.0f} s")
+    rows = [("stack", "steps", "first up s", "changes", "all steps s", "slowest step")]
     for r in runs:
-        print(f"  {r.name}: " + ", ".join(f"{what} {t:.0f} s" for what, t in r.timings))
+        first = next(t for what, t in r.timings if what == "pulumi up")
+        slowest = max(r.timings, key=lambda x: x[1])
+        changes = sum(1 for what, _ in r.timings if what.startswith("pulumi up: "))
+        rows.append((r.name, str(len(r.timings)), f"{first:.0f}", str(changes), f"{sum(t for _, t in r.timings):.0f}",
+                     f"{slowest[0]} ({slowest[1]:.0f} s)"))
+    print(text_table(rows, right=(1, 2, 3, 4)))
     return 0
 
 

@@ -45,5 +45,8 @@ def test_readme_documents_every_nested_key():
     text = (ROOT / "README.md").read_text()
     for key in ("ollama.adapters.<name>.contextLength", "nodes[].gpus[].pciBusID", "gpuSharing.mode", "modelCache.provisioner"):
         assert f"| `{key}` |" in text
-    assert text.splitlines()[3:5] == ["make render   # renders stack dev offline: build/dev/manifests.yaml, build/dev/plan.json, and the GPU plan table",
-                                      "make test     # the whole test suite (also what CI runs, through .ci/run)"]
+    assert text.splitlines()[3:6] == ["make render   # renders stack dev offline: build/dev/manifests.yaml, build/dev/plan.json, and the GPU plan table",
+                                      "make test     # the whole test suite (also what CI runs, through .ci/run)",
+                                      "make e2e      # every stack through the real Pulumi engine against a real Kubernetes control plane on 127.0.0.1"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.index("make test") < ci.index("make e2e")
