@@ -69,8 +69,8 @@ class ModelCache(pulumi.ComponentResource):
 
         if spec.mode == "hostPath":
             for node in args.nodes:
-                pv_name = cache_pv_name(args.namespace, node)
-                claim = cache_claim_name("hostPath", node)
+                pv_name = cache_pv_name(args.namespace, node, spec.host_path)
+                claim = cache_claim_name("hostPath", node, spec.host_path)
                 self.volumes.append(
                     k8s.core.v1.PersistentVolume(
                         f"{name}-{node}-pv",

@@ -228,6 +228,27 @@ def raise_cache_size() -> Change:
     return Change("modelCache.size raised", apply, verify)
 
 
+def move_cache_dir() -> Change:
+    """modelCache.hostPath moved: new volumes and claims the pods move to; the old ones stay with their data."""
+    def apply(run):
+        core, _, _ = _apis()
+        old = {pv.metadata.name: pv.metadata.uid for pv in core.list_persistent_volume().items}
+        run.edit(lambda raw: raw.setdefault("modelCache", {}).update(hostPath="/srv/llm-models"))
+        return {"old": old}
+
+    def verify(run, before):
+        core, _, _ = _apis()
+        now = {pv.metadata.name: pv for pv in core.list_persistent_volume().items}
+        kept = [n for n, uid in before["old"].items() if n in now and now[n].metadata.uid == uid]
+        new = [pv for n, pv in now.items() if n not in before["old"]]
+        if len(kept) != len(before["old"]) or len(new) != len(before["old"]):
+            raise checks.CheckFailed(f"{run.name}: modelCache.hostPath moved: kept {kept}, new {[p.metadata.name for p in new]}")
+        if {pv.spec.host_path.path for pv in new} != {"/srv/llm-models"} or any(pv.status.phase != "Bound" for pv in new):
+            raise checks.CheckFailed(f"{run.name}: modelCache.hostPath moved: new volumes {[(p.metadata.name, p.status.phase) for p in new]}")
+        return f"{len(new)} new volumes on /srv/llm-models Bound; the {len(kept)} old ones retained with their data"
+    return Change("modelCache.hostPath moved", apply, verify)
+
+
 # -- which changes a stack gets ---------------------------------------------------------------------------------
 
 
@@ -318,4 +339,6 @@ def plan_for(run: "StackRun") -> list[Change]:
     if (raw.get("gpuSharing") or {}).get("mode") == "dra":
         out.append(replace_gpu_uuids())
     out.append(raise_cache_size())
+    if (raw.get("modelCache") or {}).get("mode", "hostPath") == "hostPath":
+        out.append(move_cache_dir())
     return out

@@ -8,10 +8,11 @@ label value over 63 characters is a config error naming the key that produced it
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
-from stacks.config import StackConfig, key
+from stacks.config import ModelCache, StackConfig, key
 from stacks.edge import edge_objects, ingress_routes, policy_rules
 from stacks.graph import ServiceGraph
 from stacks.observability import scrape_targets
@@ -32,12 +33,22 @@ DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
-def cache_pv_name(namespace: str, node: str) -> str:
-    return f"{namespace}-model-cache-{node}"
+def _host_dir(host_path: str) -> str:
+    """A volume's source cannot change ("persistentvolumesource is immutable"), nor a claim's volumeName: a hostPath
+    cache in another directory is another volume and claim, named with a digest of the directory (none for the
+    default one). The old pair is retained with its data, and using the old directory again finds it."""
+    default = ModelCache.model_fields["host_path"].default
+    return "" if host_path == default else "-" + hashlib.sha256(host_path.encode()).hexdigest()[:8]
 
 
-def cache_claim_name(mode: str, owner: str) -> str:
+def cache_pv_name(namespace: str, node: str, host_path: str) -> str:
+    return f"{namespace}-model-cache-{node}{_host_dir(host_path)}"
+
+
+def cache_claim_name(mode: str, owner: str, host_path: str = "") -> str:
     """The model cache claim of a node (hostPath), a workload (perPod), or the one shared claim (rwx)."""
+    if mode == "hostPath":
+        return f"model-cache-{owner}{_host_dir(host_path)}"
     return "model-cache" if mode == "rwx" else f"model-cache-{owner}"
 
 
@@ -83,8 +94,8 @@ def planned_objects(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[C
     node_key = {n.name: key("nodes", i, "name") for i, n in enumerate(cfg.nodes)}
     if cache.mode == "hostPath":
         for node in sorted({n for _, n, _ in workloads}):
-            out.append(Claim("PersistentVolume", None, cache_pv_name(ns, node), node_key[node]))
-            out.append(Claim("PersistentVolumeClaim", ns, cache_claim_name("hostPath", node), node_key[node]))
+            out.append(Claim("PersistentVolume", None, cache_pv_name(ns, node, cache.host_path), node_key[node]))
+            out.append(Claim("PersistentVolumeClaim", ns, cache_claim_name("hostPath", node, cache.host_path), node_key[node]))
     elif cache.mode == "rwx":
         out.append(Claim("PersistentVolumeClaim", ns, cache_claim_name("rwx", ""), key("modelCache", "mode")))
     else:

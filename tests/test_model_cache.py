@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.conftest import run_raw, variant
+import hashlib
+
+from tests.conftest import run_raw, stack_raw, variant
 
 NS = "llama3-multi-adapter"
 
@@ -59,3 +61,25 @@ def test_per_pod_claims_and_retaining_storage_class():
     sc = run.find("StorageClass", "llm-models-retain")
     assert (sc["provisioner"], sc["reclaimPolicy"], sc["volumeBindingMode"]) == ("rancher.io/local-path", "Retain", "WaitForFirstConsumer")
     assert run.resource("StorageClass", "llm-models-retain").options["retainOnDelete"] is True
+
+
+def test_another_host_directory_is_another_volume_and_claim_and_the_old_pair_stays():
+    """A volume's hostPath and a claim's volumeName cannot change in place: moving the cache makes a new pair (named
+    with a digest of the directory), the pods move to it, and the retained pair keeps the old data."""
+    moved = run_raw(variant(lambda r: r["modelCache"].update(hostPath="/data/models")))
+    digest = hashlib.sha256(b"/data/models").hexdigest()[:8]
+    pv = moved.find("PersistentVolume", f"{NS}-model-cache-workstation-{digest}")
+    assert pv["spec"]["hostPath"]["path"] == "/data/models"
+    assert pv["spec"]["claimRef"] == {"namespace": NS, "name": f"model-cache-workstation-{digest}"}
+    assert set(claims_mounted(moved).values()) == {f"model-cache-workstation-{digest}"}
+    # The volume is replaced under its URN, the claim is a new resource; whatever the engine deletes of the old pair
+    # is retained in the cluster (retainOnDelete), and the default directory keeps its plain names.
+    cache = lambda run: {r.name: r for r in run.resources if r.inputs.get("kind") in ("PersistentVolume", "PersistentVolumeClaim")}  # noqa: E731
+    before, after = cache(dev_default()), cache(moved)
+    assert "model-cache-workstation-pv" in before and "model-cache-workstation-pv" in after
+    assert before["model-cache-model-cache-workstation"].inputs["metadata"]["name"] == "model-cache-workstation"
+    assert all(r.options["retainOnDelete"] for r in (*before.values(), *after.values()))
+
+
+def dev_default():
+    return run_raw(stack_raw("dev"))

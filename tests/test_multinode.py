@@ -253,8 +253,9 @@ def test_two_stages_pin_each_rank_s_gpus_in_every_mode(mode):
     (lws,) = [o for o in objects if o["kind"] == "LeaderWorkerSet"]
     leader, worker = (lws["spec"]["leaderWorkerTemplate"][t]["spec"] for t in ("leaderTemplate", "workerTemplate"))
     if mode == "dra":
-        assert [c["resourceClaimName"] for c in worker["resourceClaims"]] == [f"h100-b-gpu-{i}" for i in range(8)]
-        assert {o["metadata"]["name"] for o in objects if o["kind"] == "ResourceClaim"} >= {f"h100-a-gpu-{i}" for i in range(8)}
+        # Claims carry a digest of the device they select: compare by GPU slot.
+        assert [c["resourceClaimName"].rsplit("-", 1)[0] for c in worker["resourceClaims"]] == [f"h100-b-gpu-{i}" for i in range(8)]
+        assert {o["metadata"]["name"].rsplit("-", 1)[0] for o in objects if o["kind"] == "ResourceClaim"} >= {f"h100-a-gpu-{i}" for i in range(8)}
     else:
         assert env_of(leader["containers"][0])["NVIDIA_VISIBLE_DEVICES"].split(",")[0] == "GPU-00000000-0000-0000-0000-000000000000"
         assert env_of(worker["containers"][0])["NVIDIA_VISIBLE_DEVICES"].split(",")[7] == "GPU-00000001-0000-0000-0000-000000000007"

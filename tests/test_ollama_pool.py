@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from tests.conftest import env_of, problems_of, run_raw, stack_raw, variant
@@ -125,8 +127,10 @@ def test_visible_devices_pins_by_uuid(dev_run):
 
 def test_dra_one_shared_claim_per_gpu():
     run = run_raw(variant(lambda r: r["gpuSharing"].update(mode="dra")))
-    claims = {o["metadata"]["name"]: o for o in run.objects() if o["kind"] == "ResourceClaim"}
+    # Named after the device each selects (a claim's spec is immutable: a new UUID is a new claim).
+    claims = {o["metadata"]["name"].rsplit("-", 1)[0]: o for o in run.objects() if o["kind"] == "ResourceClaim"}
     assert sorted(claims) == ["workstation-gpu-0", "workstation-gpu-1"]
+    assert claims["workstation-gpu-0"]["metadata"]["name"] == f"workstation-gpu-0-{hashlib.sha256(UUID0.encode()).hexdigest()[:8]}"
     (req,) = claims["workstation-gpu-0"]["spec"]["devices"]["requests"]
     assert req["exactly"]["deviceClassName"] == "gpu.nvidia.com"
     assert req["exactly"]["selectors"] == [{"cel": {"expression": f'device.attributes["gpu.nvidia.com"].uuid == "{UUID0}"'}}]
@@ -134,7 +138,7 @@ def test_dra_one_shared_claim_per_gpu():
                         ("ollama-adapter-code", "workstation-gpu-1"), ("ollama-adapter-summarization", "workstation-gpu-1")):
         spec = pod_spec(run, name)
         ref = f"gpu-{claim[-1]}"
-        assert spec["resourceClaims"] == [{"name": ref, "resourceClaimName": claim}]
+        assert spec["resourceClaims"] == [{"name": ref, "resourceClaimName": claims[claim]["metadata"]["name"]}]
         assert spec["containers"][0]["resources"]["claims"] == [{"name": ref}]
         assert "runtimeClassName" not in spec and "CUDA_VISIBLE_DEVICES" not in env_of(spec["containers"][0])
         assert "claims" not in spec["initContainers"][0]["resources"]
@@ -146,7 +150,7 @@ def test_dra_falls_back_to_pci_bus_id():
         r["nodes"][0]["gpus"][1].pop("uuid")
 
     run = run_raw(variant(edit))
-    (req,) = run.find("ResourceClaim", "workstation-gpu-1")["spec"]["devices"]["requests"]
+    (req,) = run.find("ResourceClaim", f"workstation-gpu-1-{hashlib.sha256(b'0000:02:00.0').hexdigest()[:8]}")["spec"]["devices"]["requests"]
     assert req["exactly"]["selectors"][0]["cel"]["expression"] == \
         'device.attributes["resource.kubernetes.io"].pciBusID == "0000:02:00.0"'
 
