@@ -34,10 +34,6 @@ class Stack:
     provider: an explicit provider reads no stack config, so without them it would reach another cluster than the
     default provider (or, with renderYamlToDirectory, call a cluster while the rest renders)."""
 
-    @property
-    def render_dir(self) -> str | None:
-        return self.kubernetes.get("renderYamlToDirectory")
-
 
 class InvalidStack(pulumi.RunError):
     """Raised instead of a traceback: Pulumi prints only the message for a RunError."""
