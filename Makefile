@@ -59,8 +59,11 @@ test: test-venv
 # The real Pulumi CLI, engine and pulumi-kubernetes provider against a real Kubernetes 1.34 control plane on 127.0.0.1
 # (etcd, kube-apiserver, controller-manager, scheduler, KWOK nodes), every stack or STACK=<name>; the tools are built from
 # their Go modules into .tools/bin the first time (e2e/build-tools.sh). KEEP=1 leaves the last cluster running.
+# Bounded (40 minutes; all four stacks take about 7): a Deployment that never becomes ready would otherwise hold
+# `pulumi up` for its whole start-up budget. On the bound the run stops its clusters (SIGTERM) and fails.
+E2E_TIMEOUT ?= 2400
 e2e: venv e2e-tools
-	@$(PY) -m e2e.run $(if $(STACK),--stack $(STACK)) $(if $(KEEP),--keep)
+	@timeout --signal=TERM --kill-after=60 $(E2E_TIMEOUT) $(PY) -m e2e.run $(if $(STACK),--stack $(STACK)) $(if $(KEEP),--keep)
 
 e2e-tools:
 	@bash e2e/build-tools.sh
