@@ -179,6 +179,7 @@ class Cluster:
 
     def _on_signal(self, signum, _frame) -> None:
         self.stop()
+        stop_tools()  # the CLI and its provider plugins, which outlive a killed parent
         raise SystemExit(128 + signum)
 
     def stop(self) -> None:
@@ -195,3 +196,20 @@ class Cluster:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.procs.clear()
+
+
+def stop_tools() -> None:
+    """End every process running one of .tools/bin's programs (the Pulumi CLI and its plugins, when a run is stopped)."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            exe = os.readlink(entry / "exe")
+        except OSError:
+            continue
+        if exe.startswith(str(BIN) + "/"):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
