@@ -81,6 +81,19 @@ def _problems(run: "StackRun") -> tuple[list[str], list[str]]:
     return problems, notes
 
 
+def unschedulable(namespace: str, for_seconds: float = 45) -> list[str]:
+    """Pods the scheduler has refused for a while, with its reason: `pulumi up` would wait out their budget."""
+    core, _, _ = _apis()
+    out = []
+    now = time.time()
+    for pod in core.list_namespaced_pod(namespace).items:
+        for c in pod.status.conditions or []:
+            if (c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
+                    and now - c.last_transition_time.timestamp() > for_seconds):
+                out.append(f"pod {pod.metadata.name}: {c.message}")
+    return out
+
+
 def cache_volumes() -> dict[str, str]:
     """PersistentVolume name -> uid."""
     core, _, _ = _apis()

@@ -198,8 +198,11 @@ class Cluster:
         self.procs.clear()
 
 
-def stop_tools() -> None:
-    """End every process running one of .tools/bin's programs (the Pulumi CLI and its plugins, when a run is stopped)."""
+PULUMI_TOOLS = ("pulumi", "pulumi-resource-kubernetes")
+
+
+def stop_tools(names: tuple[str, ...] = PULUMI_TOOLS) -> None:
+    """End every process running these programs of .tools/bin: the Pulumi CLI and its plugins, when a run is stopped."""
     me = os.getpid()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
@@ -208,7 +211,7 @@ def stop_tools() -> None:
             exe = os.readlink(entry / "exe")
         except OSError:
             continue
-        if exe.startswith(str(BIN) + "/"):
+        if exe in {str((BIN / n).resolve()) for n in names}:
             try:
                 os.kill(int(entry.name), signal.SIGKILL)
             except ProcessLookupError:

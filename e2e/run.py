@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from kubernetes.config import kube_config
 from pulumi import automation as auto
 
 from e2e import addons, changes, checks
-from e2e.cluster import Cluster
+from e2e.cluster import Cluster, stop_tools
 from stacks.config import GpuSharing, Node
 from stacks.loader import missing_secrets
 from stacks.plan import text_table
@@ -55,6 +56,11 @@ class StackRun:
     canaries: dict[str, str]
     log: list[str] = field(default_factory=list)
     timings: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def namespace(self) -> str:
+        config, _ = stack_config(self.name, self.stack_file)
+        return config.get("llm-infra:namespace", "")
 
     @property
     def stack_file(self) -> Path:
@@ -84,8 +90,30 @@ class StackRun:
         return self.step(what, lambda: driver.preview(self.stack, expect_no_changes, self.output))  # type: ignore[return-value]
 
     def up(self, what: str = "pulumi up") -> auto.UpResult:
-        result = self.step(what, lambda: self.stack.up(on_output=self.output, color="never"))
-        return result  # type: ignore[return-value]
+        """`pulumi up`, watched: a pod the scheduler keeps refusing ends it at once with the scheduler's reason, instead
+        of `pulumi up` waiting out the Deployment's start-up budget (an hour for a 70B)."""
+        refused: list[str] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(5):
+                try:
+                    refused.extend(checks.unschedulable(self.namespace))
+                except Exception:  # noqa: BLE001  (the API may be busy; the next poll tells)
+                    continue
+                if refused:
+                    stop_tools()  # the CLI and its plugins: the up fails now
+                    return
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            return self.step(what, lambda: self.stack.up(on_output=self.output, color="never"))  # type: ignore[return-value]
+        except StepFailed:
+            if refused:
+                raise StepFailed(f"{self.name}: {what}: pods the scheduler refuses:\n  " + "\n  ".join(refused)) from None
+            raise
+        finally:
+            done.set()
 
     def edit(self, change: Callable[[dict], None]) -> None:
         """Edit the stack file as a user would (the CLI keeps the secrets and the salt it wrote there)."""
