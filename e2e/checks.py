@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from kubernetes import client, config
 from kubernetes.utils.quantity import parse_quantity
 
+from components.topology import pod_security_level
 from tools import status
 
 if TYPE_CHECKING:
@@ -56,21 +57,23 @@ def _problems(run: "StackRun") -> tuple[list[str], list[str]]:
     notes.append(f"{len(pods)} pods Running and Ready on their planned nodes")
     if stack.config.gpu_sharing.mode == "dra":
         slices = custom.list_cluster_custom_object("resource.k8s.io", "v1", "resourceslices")["items"]
-        uuid_of = {(s["spec"]["pool"]["name"], d["name"]): d.get("attributes", {}).get("uuid", {}).get("string")
-                   for s in slices for d in s["spec"].get("devices", [])}
+        attrs = {(s["spec"]["pool"]["name"], d["name"]): d.get("attributes", {}) for s in slices for d in s["spec"].get("devices", [])}
+
+        def selected(a: dict) -> str | None:  # what the plan selects a GPU by: its uuid, else its PCI bus id
+            return (a.get("uuid") or a.get("resource.kubernetes.io/pciBusID") or {}).get("string")
         gpus = {g.gpu.claim_name: g for g in stack.plan.used_gpus()}
         for claim in custom.list_namespaced_custom_object("resource.k8s.io", "v1", ns, "resourceclaims")["items"]:
             name = claim["metadata"]["name"]
             results = ((claim.get("status") or {}).get("allocation") or {}).get("devices", {}).get("results", [])
-            got = [uuid_of.get((r["pool"], r["device"])) for r in results]
-            want = gpus[name].gpu.uuid if name in gpus else None
+            got = [selected(attrs.get((r["pool"], r["device"]), {})) for r in results]
+            want = (gpus[name].gpu.uuid or gpus[name].gpu.pci_bus_id) if name in gpus else "(a claim the plan does not have)"
             if got != [want]:
                 problems.append(f"ResourceClaim {name}: allocated {got or 'nothing'}, the plan named {want}")
             users = len((claim.get("status") or {}).get("reservedFor") or [])
             notes.append(f"ResourceClaim {name} -> {got[0] if got else '-'} (reserved for {users} pods)")
     level = (core.read_namespace(ns).metadata.labels or {}).get("pod-security.kubernetes.io/enforce")
-    if level not in ("restricted", "privileged"):
-        problems.append(f"namespace {ns}: Pod Security enforce label is {level!r}")
+    if level != pod_security_level(stack.plan):
+        problems.append(f"namespace {ns}: Pod Security enforce label is {level!r}, not {pod_security_level(stack.plan)!r}")
     for q in core.list_namespaced_resource_quota(ns).items:
         for res, hard in sorted((q.status.hard or {}).items()):
             used = (q.status.used or {}).get(res, "0")
@@ -88,8 +91,8 @@ def unschedulable(namespace: str, for_seconds: float = 45) -> list[str]:
     now = time.time()
     for pod in core.list_namespaced_pod(namespace).items:
         for c in pod.status.conditions or []:
-            if (c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
-                    and now - c.last_transition_time.timestamp() > for_seconds):
+            since = c.last_transition_time.timestamp() if c.last_transition_time else now
+            if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable" and now - since > for_seconds:
                 out.append(f"pod {pod.metadata.name}: {c.message}")
     return out
 

@@ -51,6 +51,8 @@ class Cluster:
     procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     api_port: int = 0
+    pulumi_home: Path | None = None
+    """The PULUMI_HOME of the run using this cluster: its CLI and plugins are stopped with it on a signal."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -59,6 +61,20 @@ class Cluster:
     @property
     def logs(self) -> Path:
         return self.workdir / "logs"
+
+    def stop_kept(self) -> None:
+        """Stop a cluster an earlier `make e2e KEEP=1` left running in this folder."""
+        kept = self.workdir / "pids"
+        if not kept.exists():
+            return
+        for line in kept.read_text().split("\n"):
+            if line.strip():
+                try:
+                    os.kill(int(line.split()[0]), signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        kept.unlink()
+        time.sleep(2)
 
     def start(self) -> "Cluster":
         missing = [b for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok") if not (BIN / b).exists()]
@@ -179,7 +195,8 @@ class Cluster:
 
     def _on_signal(self, signum, _frame) -> None:
         self.stop()
-        stop_tools()  # the CLI and its provider plugins, which outlive a killed parent
+        if self.pulumi_home is not None:
+            stop_tools(self.pulumi_home)  # the CLI and its provider plugins, which outlive a killed parent
         raise SystemExit(128 + signum)
 
     def stop(self) -> None:
@@ -201,17 +218,19 @@ class Cluster:
 PULUMI_TOOLS = ("pulumi", "pulumi-resource-kubernetes")
 
 
-def stop_tools(names: tuple[str, ...] = PULUMI_TOOLS) -> None:
-    """End every process running these programs of .tools/bin: the Pulumi CLI and its plugins, when a run is stopped."""
-    me = os.getpid()
+def stop_tools(pulumi_home: Path, names: tuple[str, ...] = PULUMI_TOOLS) -> None:
+    """End this run's Pulumi CLI and provider plugins (the processes of .tools/bin's `names` whose PULUMI_HOME is the
+    run's own): a killed CLI leaves its plugins running, and no other run's or user's processes are touched."""
+    me, exes, marker = os.getpid(), {str((BIN / n).resolve()) for n in names}, f"PULUMI_HOME={pulumi_home}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         try:
             exe = os.readlink(entry / "exe")
+            mine = exe in exes and marker in (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if exe in {str((BIN / n).resolve()) for n in names}:
+        if mine:
             try:
                 os.kill(int(entry.name), signal.SIGKILL)
             except ProcessLookupError:

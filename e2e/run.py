@@ -102,7 +102,7 @@ class StackRun:
                 except Exception:  # noqa: BLE001  (the API may be busy; the next poll tells)
                     continue
                 if refused:
-                    stop_tools()  # the CLI and its plugins: the up fails now
+                    stop_tools(self.work / "pulumi-home")  # the CLI and its plugins: the up fails now
                     return
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
@@ -132,6 +132,7 @@ def canary(key: str) -> str:
 
 def start(name: str) -> StackRun:
     work = BUILD / name
+    Cluster(work / "cluster").stop_kept()
     shutil.rmtree(work, ignore_errors=True)
     (work / "project").mkdir(parents=True)
     shutil.copy(ROOT / "Pulumi.yaml", work / "project" / "Pulumi.yaml")
@@ -140,7 +141,7 @@ def start(name: str) -> StackRun:
     nodes = [Node.model_validate(n) for n in raw_file["llm-infra:nodes"]]
     sharing = GpuSharing.model_validate(raw_file.get("llm-infra:gpuSharing", {}))
 
-    cluster = Cluster(work / "cluster").start()
+    cluster = Cluster(work / "cluster", pulumi_home=work / "pulumi-home").start()
     print(f"[{name}] control plane up on 127.0.0.1:{cluster.api_port}", flush=True)
     made = addons.install(cluster.kubeconfig, nodes, sharing)
     models = (raw_file.get("llm-infra:vllm") or {}).get("models", {})
@@ -206,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     total = time.monotonic()
     runs = []
-    for name in a.stack or STACKS:
+    names = a.stack or list(STACKS)
+    for name in names:
         try:
-            runs.append(run_stack(name, a.keep))
+            runs.append(run_stack(name, a.keep and name == names[-1]))
         except (StepFailed, checks.CheckFailed) as exc:
             print(f"\nFAILED {exc}\n(logs: {BUILD / name})", file=sys.stderr)
             return 1

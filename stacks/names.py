@@ -169,7 +169,7 @@ def name_problems(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[str
             # Its worker StatefulSet is `<name>-0`; a StatefulSet's controller-revision-hash label is its name plus a hash.
             problems.append(f"{c.source}: LeaderWorkerSet {c.name} makes the StatefulSet {c.name}-0, longer than the "
                             f"{STATEFULSET_NAME_MAX} characters a StatefulSet name may have; shorten the model key")
-        if c.kind in ("Deployment", "Service", "NetworkPolicy", "Ingress", "Middleware", "LeaderWorkerSet") and (len(c.name) > 63 or not LABEL_VALUE.match(c.name)):
+        if c.kind in ("Deployment", "Service", "NetworkPolicy", "Ingress", "Middleware", "LeaderWorkerSet", "ResourceClaim") and (len(c.name) > 63 or not LABEL_VALUE.match(c.name)):
             problems.append(f"{c.source}: {c.name!r} is used as a label value, which allows at most 63 characters")
     for i, n in enumerate(cfg.nodes):
         if len(n.name) > 63:

@@ -42,3 +42,12 @@ def test_llama_stack_tolerates_the_taint_of_the_gpu_node_it_is_placed_on():
     spec = prod.find("Deployment", "llamastack-server")["spec"]["template"]["spec"]
     assert spec["nodeSelector"] == {"kubernetes.io/hostname": "a100-node"}
     assert spec["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+
+
+def test_a_claim_name_too_long_for_its_label_is_refused_naming_the_gpu():
+    """A claim's name (node + '-gpu-N-' + digest) is also its instance label: over 63 characters the API server would
+    refuse the object, so the config check does."""
+    from tests.conftest import stack_problems, variant
+    long = "n" * 50
+    problems = stack_problems(variant(lambda r: r["nodes"][0].update(name=long), "prod"))
+    assert any(p.startswith("llm-infra:nodes[0].gpus[0]") and "used as a label value" in p for p in problems), problems

@@ -33,11 +33,14 @@ def program() -> None:
 
 
 def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """What every CLI call gets: the built tools first on PATH (the provider is an ambient plugin there), no update
-    check, and no plugin downloads (nothing may be fetched that the project did not pin)."""
-    path = f"{TOOLS / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}" if (TOOLS / "bin").is_dir() else os.environ.get("PATH", "")
-    return {"PATH": path, "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-            **(extra or {})}
+    """What every CLI call gets: no update check, and where e2e/build-tools.sh built the tools, those first on PATH (the
+    provider is an ambient plugin there) and no plugin downloads (nothing is fetched that the project did not pin).
+    Without them (the pull-request workflow's preview) the CLI installs the provider the SDK asks for, as it does for
+    `pulumi preview`."""
+    env = {"PULUMI_SKIP_UPDATE_CHECK": "true"}
+    if (TOOLS / "bin" / "pulumi-resource-kubernetes").exists():
+        env.update(PATH=f"{TOOLS / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true")
+    return {**env, **(extra or {})}
 
 
 def open_stack(name: str, work_dir: Path, env: Mapping[str, str] | None = None, create: bool = False,
