@@ -3,12 +3,14 @@
 - Every Deployment has the replicas it asks for available; every pod is Running and Ready on the node the plan chose
   (tools/status.py's reading of the plan), and under `dra` each GPU claim is allocated the device whose `uuid` the
   plan named; the namespace enforces its Pod Security level; the ResourceQuota's use is within its hard limits.
-- The canary secrets appear in no state export, no stack output, no CLI output and no file the run wrote, except the
-  cluster's own storage (etcd holds Secrets as the API server stores them).
+- The canary secrets, as they are and base64-encoded (as a Secret's `data` holds them), appear in no `pulumi stack
+  export`, no stack output, no CLI output and no file the run wrote (the state among them), except the cluster's own
+  storage (etcd holds Secrets as the API server stores them).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -135,13 +137,16 @@ def converged(run: "StackRun", timeout: float = 120, quiet: bool = False) -> Non
 
 def no_canary(run: "StackRun") -> None:
     """No secret in plain text anywhere the run can read."""
-    exported = json.dumps(run.stack.export_stack().deployment)
+    # The CLI's `pulumi stack export` as a user runs it. Not Stack.export_stack(): the Automation API exports with
+    # --show-secrets (pulumi/automation/_local_workspace.py), which decrypts every secret on purpose.
+    exported = run.stack.workspace._run_pulumi_cmd_sync(["stack", "export", "--stack", run.name]).stdout
     outputs = json.dumps({k: v.value for k, v in run.stack.outputs().items() if not v.secret}, default=str)
     places = {"pulumi stack export": exported, "stack outputs": outputs, "CLI output": "\n".join(run.log)}
     for path in run.work.rglob("*"):
         if path.is_file() and "etcd" not in path.relative_to(run.work).parts:
             places[str(path.relative_to(run.work))] = path.read_bytes().decode("utf-8", "replace")
-    leaks = [f"{key} in {where}" for key, value in run.canaries.items() for where, text in places.items() if value in text]
+    forms = {key: (value, base64.b64encode(value.encode()).decode()) for key, value in run.canaries.items()}
+    leaks = [f"{key} in {where}" for key, values in forms.items() for where, text in places.items() if any(v in text for v in values)]
     if leaks:
         raise CheckFailed(f"{run.name}: secrets in plain text: {', '.join(leaks)}")
     run.say(f"  no canary ({', '.join(run.canaries) or 'no secrets'}) in the state export, outputs, CLI output or "

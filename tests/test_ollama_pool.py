@@ -130,7 +130,7 @@ def test_dra_one_shared_claim_per_gpu():
     # Named after the device each selects (a claim's spec is immutable: a new UUID is a new claim).
     claims = {o["metadata"]["name"].rsplit("-", 1)[0]: o for o in run.objects() if o["kind"] == "ResourceClaim"}
     assert sorted(claims) == ["workstation-gpu-0", "workstation-gpu-1"]
-    assert claims["workstation-gpu-0"]["metadata"]["name"] == f"workstation-gpu-0-{hashlib.sha256(UUID0.encode()).hexdigest()[:8]}"
+    assert claims["workstation-gpu-0"]["metadata"]["name"] == f"workstation-gpu-0-{hashlib.sha256(f'gpu.nvidia.com {UUID0}'.encode()).hexdigest()[:8]}"
     (req,) = claims["workstation-gpu-0"]["spec"]["devices"]["requests"]
     assert req["exactly"]["deviceClassName"] == "gpu.nvidia.com"
     assert req["exactly"]["selectors"] == [{"cel": {"expression": f'device.attributes["gpu.nvidia.com"].uuid == "{UUID0}"'}}]
@@ -150,7 +150,7 @@ def test_dra_falls_back_to_pci_bus_id():
         r["nodes"][0]["gpus"][1].pop("uuid")
 
     run = run_raw(variant(edit))
-    (req,) = run.find("ResourceClaim", f"workstation-gpu-1-{hashlib.sha256(b'0000:02:00.0').hexdigest()[:8]}")["spec"]["devices"]["requests"]
+    (req,) = run.find("ResourceClaim", f"workstation-gpu-1-{hashlib.sha256(b'gpu.nvidia.com 0000:02:00.0').hexdigest()[:8]}")["spec"]["devices"]["requests"]
     assert req["exactly"]["selectors"][0]["cel"]["expression"] == \
         'device.attributes["resource.kubernetes.io"].pciBusID == "0000:02:00.0"'
 

@@ -138,7 +138,7 @@ def test_weights_in_the_model_cache_and_metrics_scraped(prod):
 def claim(i: int, uuid: str | None = None) -> str:
     """prod's claim of GPU i: named after the device it selects (a claim's spec cannot change)."""
     uuid = uuid or f"GPU-00000000-0000-0000-0000-00000000a10{i}"
-    return f"a100-node-gpu-{i}-{hashlib.sha256(uuid.encode()).hexdigest()[:8]}"
+    return f"a100-node-gpu-{i}-{hashlib.sha256(f'gpu.nvidia.com {uuid}'.encode()).hexdigest()[:8]}"
 
 
 def test_dra_claims_for_tensor_parallel_and_shared_gpus(prod):
@@ -259,3 +259,11 @@ def test_unknown_model_and_bad_lora_rank():
     problems = stack_problems(variant(edit, "lab"))
     assert problems[0] == "llm-infra:vllm.models.llama-8b.maxLoraRank: 48 is not a vLLM choice; use one of 1, 8, 16, 32, 64, 128, 256, 320, 512"
     assert problems[1].startswith("llm-infra:vllm.models.mixtral.model: 'mistralai/Mixtral-8x22B' is not in the model catalog")
+
+
+def test_another_device_class_is_another_claim():
+    """The device class is in the claim's spec too (deviceClassName and the CEL attribute domain): a new class must be
+    a new claim, never an update of the old one's spec, which the API server refuses."""
+    other = prod_run(variant(lambda r: r["gpuSharing"].update(deviceClassName="gpu.example.com"), "prod"))
+    names = sorted(o["metadata"]["name"] for o in other.objects() if o["kind"] == "ResourceClaim")
+    assert not set(names) & {claim(i) for i in range(4)} and [n.rsplit("-", 1)[0] for n in names] == [f"a100-node-gpu-{i}" for i in range(4)]

@@ -36,7 +36,8 @@ def _gpu_plans(cfg: StackConfig) -> dict[tuple[str, int], GpuPlan]:
     gpus: dict[tuple[str, int], GpuPlan] = {}
     for i, node in enumerate(cfg.nodes):
         for j, gpu in enumerate(node.gpus):
-            ref = GpuRef(node.name, gpu.index, gpu_capacity_bytes(gpu), gpu.uuid, gpu.pci_bus_id, ("nodes", i, "gpus", j), gpu.model or "")
+            ref = GpuRef(node.name, gpu.index, gpu_capacity_bytes(gpu), gpu.uuid, gpu.pci_bus_id, ("nodes", i, "gpus", j), gpu.model or "",
+                         cfg.gpu_sharing.device_class_name)
             gpus[(node.name, gpu.index)] = GpuPlan(ref, fit_target_bytes=cfg.plan.ollama_fit_target_mib * 2**20,
                                                    whole_load_rule=cfg.plan.ollama_whole_load_rule)
     return gpus

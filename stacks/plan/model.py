@@ -26,13 +26,16 @@ class GpuRef:
     config_path: tuple[str | int, ...]
     model: str = ""
     """Catalog GPU model, if given (vLLM's batch defaults depend on it)."""
+    device_class: str = ""
+    """The DeviceClass its claim names (`dra` mode: gpuSharing.deviceClassName)."""
 
     @property
     def claim_name(self) -> str:
         """Name of the ResourceClaim for this GPU in `dra` mode. The API server refuses any change to a claim's spec, so
-        the name carries a digest of the device it selects: new UUIDs (GPUs swapped, placeholders replaced by
-        `nvidia-smi -L`) make a new claim the pods move to, and the old one goes once no pod holds it."""
-        digest = hashlib.sha256((self.uuid or self.pci_bus_id or "").encode()).hexdigest()[:8]
+        the name carries a digest of what the spec holds (the device class and the device it selects): new UUIDs (GPUs
+        swapped, placeholders replaced by `nvidia-smi -L`) or another class make a new claim the pods move to, and the
+        old one goes once no pod holds it."""
+        digest = hashlib.sha256(f"{self.device_class} {self.uuid or self.pci_bus_id or ''}".encode()).hexdigest()[:8]
         return f"{self.node}-gpu-{self.index}-{digest}"
 
 
