@@ -83,3 +83,12 @@ def test_another_host_directory_is_another_volume_and_claim_and_the_old_pair_sta
 
 def dev_default():
     return run_raw(stack_raw("dev"))
+
+
+def test_a_larger_cache_grows_the_volume_and_leaves_the_claim_alone():
+    """A claim bound to a static volume can never be resized (the API server's PVC resize admission): modelCache.size
+    is the hostPath volume's capacity, an ordinary update, and its claim requests a nominal 1Gi that never changes."""
+    bigger = run_raw(variant(lambda r: r["modelCache"].update(size="250Gi")))
+    for run, size in ((dev_default(), "100Gi"), (bigger, "250Gi")):
+        assert run.find("PersistentVolume", f"{NS}-model-cache-workstation")["spec"]["capacity"] == {"storage": size}
+        assert run.find("PersistentVolumeClaim", "model-cache-workstation")["spec"]["resources"] == {"requests": {"storage": "1Gi"}}
