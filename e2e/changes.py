@@ -206,8 +206,7 @@ def replace_gpu_uuids() -> Change:
 
 def raise_cache_size() -> Change:
     def apply(run):
-        core, _, _ = _apis()
-        pvs = {pv.metadata.name: pv.metadata.uid for pv in core.list_persistent_volume().items}
+        pvs = checks.cache_volumes()
 
         def edit(raw):
             size = parse_quantity(raw.get("modelCache", {}).get("size", "100Gi"))
@@ -231,8 +230,7 @@ def raise_cache_size() -> Change:
 def move_cache_dir() -> Change:
     """modelCache.hostPath moved: new volumes and claims the pods move to; the old ones stay with their data."""
     def apply(run):
-        core, _, _ = _apis()
-        old = {pv.metadata.name: pv.metadata.uid for pv in core.list_persistent_volume().items}
+        old = checks.cache_volumes()
         run.edit(lambda raw: raw.setdefault("modelCache", {}).update(hostPath="/srv/llm-models"))
         return {"old": old}
 
