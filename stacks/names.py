@@ -162,14 +162,14 @@ def name_problems(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[str
         seen.setdefault((c.kind, c.namespace, c.name), c)
         rule = DNS_1035_LABEL if c.kind in ("Service", "LeaderWorkerSet") else DNS_1123_LABEL if c.kind in ("Deployment", "Namespace") else DNS_1123_SUBDOMAIN
         limit = 63 if rule is not DNS_1123_SUBDOMAIN else 253
-        if len(c.name) > limit or not rule.match(c.name):
+        if len(c.name) > limit or not rule.fullmatch(c.name):
             problems.append(f"{c.source}: makes {where}, not a valid {c.kind} name (at most {limit} characters, "
                             f"lowercase letters, digits and '-'{', starting with a letter' if rule is DNS_1035_LABEL else ''}); shorten or rename it")
         if c.kind == "LeaderWorkerSet" and len(c.name) + len("-0") > STATEFULSET_NAME_MAX:
             # Its worker StatefulSet is `<name>-0`; a StatefulSet's controller-revision-hash label is its name plus a hash.
             problems.append(f"{c.source}: LeaderWorkerSet {c.name} makes the StatefulSet {c.name}-0, longer than the "
                             f"{STATEFULSET_NAME_MAX} characters a StatefulSet name may have; shorten the model key")
-        if c.kind in ("Deployment", "Service", "NetworkPolicy", "Ingress", "Middleware", "LeaderWorkerSet", "ResourceClaim") and (len(c.name) > 63 or not LABEL_VALUE.match(c.name)):
+        if c.kind in ("Deployment", "Service", "NetworkPolicy", "Ingress", "Middleware", "LeaderWorkerSet", "ResourceClaim") and (len(c.name) > 63 or not LABEL_VALUE.fullmatch(c.name)):
             problems.append(f"{c.source}: {c.name!r} is used as a label value, which allows at most 63 characters")
     for i, n in enumerate(cfg.nodes):
         if len(n.name) > 63:

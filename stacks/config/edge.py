@@ -149,4 +149,4 @@ def edge_problems(cfg: StackConfig, secret_keys: frozenset[str]) -> list[str]:
 
 
 def _is_host(host: str) -> bool:
-    return bool(re.match(DNS_SUBDOMAIN, host)) and len(host) <= 253 and "." in host
+    return bool(re.fullmatch(DNS_SUBDOMAIN, host)) and len(host) <= 253 and "." in host

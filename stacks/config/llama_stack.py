@@ -103,7 +103,7 @@ def llama_stack_problems(cfg: StackConfig) -> list[str]:
                     problems.append(f"{at('safety', 'excludedCategories')}[{i}]: {c!r} is not a Llama Guard 3 category; use S1 ... S14")
     for name, agent in sorted(cfg.agents.items()):
         at = lambda *k: key("agents", name, *k)  # noqa: E731
-        if not re.match(DNS_LABEL, name) or len(f"agent-{name}") > 63:
+        if not re.fullmatch(DNS_LABEL, name) or len(f"agent-{name}") > 63:
             problems.append(f"{at()}: agent name must be a DNS label of at most 57 characters (lowercase, digits, '-')")
         for field, ref in (("model", agent.model), ("fallback", agent.fallback)):
             if ref is None:

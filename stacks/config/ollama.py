@@ -52,7 +52,7 @@ class OllamaServer(_Model):
     @classmethod
     def _duration(cls, v: str | int) -> str:
         text = str(v)
-        if not re.match(GO_DURATION, text):
+        if not re.fullmatch(GO_DURATION, text):
             raise ValueError(f"{v!r} is not a duration; use a Go duration such as 10m or 24h, or integer seconds")
         return text
 
@@ -183,7 +183,7 @@ def _ollama_problems(cfg: StackConfig, ollama: Ollama) -> list[str]:
             problems.append(MissingSecret("hfToken", f"{key('hfToken')}: {pool.model} is gated on Hugging Face; set a token with "
                                           "`pulumi config set --secret hfToken hf_...`"))
     for name, adapter in sorted(ollama.adapters.items()):
-        if not re.match(DNS_LABEL, name) or len(f"ollama-adapter-{name}") > 63:
+        if not re.fullmatch(DNS_LABEL, name) or len(f"ollama-adapter-{name}") > 63:
             problems.append(f"{key('ollama', 'adapters', name)}: adapter name must be a DNS label of at most 48 characters (lowercase, digits, '-')")
         if name == "base":
             problems.append(f"{key('ollama', 'adapters', name)}: 'base' is the base server's name; rename the adapter")

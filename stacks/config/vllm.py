@@ -183,7 +183,7 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
     gated = []
     for name, m in sorted(vllm.models.items()):
         at = lambda *k: key("vllm", "models", name, *k)  # noqa: E731
-        if not re.match(DNS_LABEL, name) or len(f"vllm-{name}") > 52:
+        if not re.fullmatch(DNS_LABEL, name) or len(f"vllm-{name}") > 52:
             problems.append(f"{at()}: model key must be a DNS label of at most 47 characters (lowercase, digits, '-')")
         hf = hf_model(m)
         if hf is None:
@@ -219,9 +219,9 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
         if (m.max_loras is not None or m.max_lora_rank is not None) and not m.lora_modules:
             problems.append(f"{at('loraModules')}: maxLoras/maxLoraRank are set but no LoRA modules are; add loraModules or remove them")
         for lora, path in sorted(m.lora_modules.items()):
-            if not re.match(DNS_LABEL, lora):
+            if not re.fullmatch(DNS_LABEL, lora):
                 problems.append(f"{at('loraModules', lora)}: LoRA name must be lowercase letters, digits and '-'")
-            if path.startswith("/") or ".." in path.split("/") or not re.match(r"^[A-Za-z0-9._/-]+$", path):
+            if path.startswith("/") or ".." in path.split("/") or not re.fullmatch(r"^[A-Za-z0-9._/-]+$", path):
                 problems.append(f"{at('loraModules', lora)}: {path!r} must be a directory inside the model cache, relative and without '..'")
         problems += _extra_args_problems(at("extraArgs"), m.extra_args)
         if m.pool is not None and m.pool not in pools:
