@@ -18,6 +18,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.labels import labels, meta
+from stacks.catalog import NVIDIA_DRA_DRIVER
 from stacks.config import GpuSharing
 from stacks.plan import GpuRef
 
@@ -63,10 +64,13 @@ def gpu_pod_fields(sharing: GpuSharing, gpus: Sequence[GpuRef], cuda_env: bool) 
     return GpuPodFields(runtime_class_name=sharing.runtime_class_name, limits={"nvidia.com/gpu": str(len(gpus))})
 
 
-def cel_selector(gpu: GpuRef, device_class: str) -> str:
-    """CEL that selects exactly this GPU; `index` is no attribute since NVIDIA DRA driver 25.8 (k8s-dra-driver-gpu device attributes)."""
+def cel_selector(gpu: GpuRef) -> str:
+    """CEL that selects exactly this GPU; `index` is no attribute since NVIDIA DRA driver 25.8 (k8s-dra-driver-gpu device attributes).
+    A driver's unqualified attributes (`uuid`) live in the driver's own domain, whatever the DeviceClass is called
+    (k8s.io/api v0.34.4 resource/v1/types.go:549-553, QualifiedName: "names without a domain prefix are assumed to be part of the driver's domain"), so a DeviceClass of
+    your own (`a100-gpus`) still selects by `device.attributes["gpu.nvidia.com"]`."""
     if gpu.uuid:
-        return f'device.attributes["{device_class}"].uuid == "{gpu.uuid}"'
+        return f'device.attributes["{NVIDIA_DRA_DRIVER}"].uuid == "{gpu.uuid}"'
     return f'device.attributes["resource.kubernetes.io"].pciBusID == "{gpu.pci_bus_id}"'
 
 
@@ -101,7 +105,7 @@ class GpuClaims(pulumi.ComponentResource):
                                     selectors=[
                                         k8s.resource.v1.DeviceSelectorArgs(
                                             cel=k8s.resource.v1.CELDeviceSelectorArgs(
-                                                expression=cel_selector(gpu, args.sharing.device_class_name)
+                                                expression=cel_selector(gpu)
                                             )
                                         )
                                     ],

@@ -20,13 +20,13 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
 from e2e.cluster import KWOK_NODE_ANNOTATION
-from stacks.catalog import GPU_MODELS
+from stacks.catalog import GPU_MODELS, NVIDIA_DRA_DRIVER
 from stacks.config import GpuSharing, Node
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = ROOT / "tests" / "schemas"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
-DRIVER = "gpu.nvidia.com"
+DRIVER = NVIDIA_DRA_DRIVER
 PRODUCT = {"A100-80GB": "NVIDIA A100-SXM4-80GB", "H100-80GB": "NVIDIA H100 80GB HBM3", "L40": "NVIDIA L40", "L40S": "NVIDIA L40S"}
 
 

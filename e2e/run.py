@@ -30,6 +30,7 @@ from pulumi import automation as auto
 
 from e2e import addons, changes, checks
 from e2e.cluster import Cluster, stop_tools
+from stacks import yaml_file
 from stacks.config import GpuSharing, Node
 from stacks.loader import missing_secrets
 from stacks.plan import text_table
@@ -117,7 +118,7 @@ class StackRun:
 
     def edit(self, change: Callable[[dict], None]) -> None:
         """Edit the stack file as a user would (the CLI keeps the secrets and the salt it wrote there)."""
-        data = yaml.safe_load(self.stack_file.read_text())
+        data = yaml_file.load_stack_file(self.stack_file)
         raw = {k.split(":", 1)[1]: v for k, v in data["config"].items() if k.startswith("llm-infra:")}
         change(raw)
         data["config"] = {**{k: v for k, v in data["config"].items() if not k.startswith("llm-infra:")},
@@ -137,7 +138,7 @@ def start(name: str) -> StackRun:
     (work / "project").mkdir(parents=True)
     shutil.copy(ROOT / "Pulumi.yaml", work / "project" / "Pulumi.yaml")
     shutil.copy(ROOT / f"Pulumi.{name}.yaml", work / "project" / f"Pulumi.{name}.yaml")
-    raw_file = yaml.safe_load((ROOT / f"Pulumi.{name}.yaml").read_text())["config"]
+    raw_file = yaml_file.load_stack_file(ROOT / f"Pulumi.{name}.yaml")["config"]
     nodes = [Node.model_validate(n) for n in raw_file["llm-infra:nodes"]]
     sharing = GpuSharing.model_validate(raw_file.get("llm-infra:gpuSharing", {}))
 

@@ -57,6 +57,10 @@ OLLAMA = OllamaEngine()
 
 # Released Ollama tag pinned by default (latest stable release 0.32.15; never :latest).
 OLLAMA_DEFAULT_IMAGE = "ollama/ollama:0.32.15"
+NVIDIA_DRA_DRIVER = "gpu.nvidia.com"
+"""The NVIDIA DRA driver's name: the domain of its device attributes (and the name of its default DeviceClass)."""
+OLLAMA_RELEASES = ((0, 32), (0, 33))
+"""The Ollama releases the figures above describe (major, minor)."""
 
 # CUDA context each GPU process holds that PredictServerVRAM leaves out ("about 0.45 GiB",
 # not in Ollama 0.32.15's PredictServerVRAM; rough budget). Overridable in config (plan.cudaContextGiB).
@@ -179,6 +183,8 @@ class VllmEngine:
 
 VLLM = VllmEngine()
 VLLM_DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
+VLLM_RELEASES = ((0, 33),)
+"""The vLLM releases whose flags (catalog/vllm-flags.json) and memory accounting the plan uses (major, minor)."""
 # CUDA context, NCCL communicators and cuBLAS handles each vLLM process creates before its init snapshot:
 # outside the gpuMemoryUtilization share (estimate, ~0.5 GiB). Overridable (plan.vllmContextGiB).
 DEFAULT_VLLM_CONTEXT_GIB = 0.5
@@ -235,6 +241,8 @@ class LlamaStackEngine:
 
 LLAMA_STACK = LlamaStackEngine()
 LLAMA_STACK_DEFAULT_IMAGE = "llamastack/distribution-starter:0.7.3"
+LLAMA_STACK_RELEASES = ((0, 7),)
+"""The Llama Stack releases whose run config (version 2) and providers the program writes (major, minor)."""
 
 
 # ------------------------------------------------------------------------------------------------

@@ -43,6 +43,10 @@ PRIVATE_RANGES_V6 = ("fc00::/7", "fe80::/10")
 
 Auth = Literal["basic", "backend", "oidc", "none"]
 
+API_ROOTS = {"ollama": ("/api", "/v1"), "vllm": ("/v1",), "llama-stack": ("/v1",)}
+"""Where each backend serves its API: Ollama `/api/...` and the OpenAI `/v1/...` (ollama server/routes.go GenerateRoutes,
+v0.32.15), vLLM and Llama Stack the OpenAI and Llama Stack APIs under `/v1` (the only prefix the routes publish)."""
+
 
 @dataclass(frozen=True)
 class IngressRoute:
@@ -135,13 +139,72 @@ def route_problems(cfg: StackConfig, graph: ServiceGraph) -> list[str]:
             hint = f"did you mean {close[0]!r}? " if close else ""
             problems.append(f"{key('ingress', 'routes', name)}: no such Service in the stack; {hint}"
                             f"Services: {', '.join(sorted(graph.endpoints))}")
+    routes = ingress_routes(cfg, graph)
     seen: dict[str, str] = {}
-    for r in ingress_routes(cfg, graph):
+    for r in routes:
         if r.path in seen:
             problems.append(f"{key('ingress', 'routes', r.service, 'path')}: {r.path} is also the path of {seen[r.path]}; "
                             "give one of them another path")
         seen.setdefault(r.path, r.service)
+    return problems + overlap_problems(cfg, graph, routes) + class_problems(cfg, routes)
+
+
+def overlap_problems(cfg: StackConfig, graph: ServiceGraph, routes: list[IngressRoute]) -> list[str]:
+    """Two routes one controller cannot tell apart, and a route that takes part of another's API.
+
+    All routes answer on every host. The longer path wins on both controllers: ingress-nginx writes its regex locations
+    longest first (internal/ingress/controller/controller.go, createServers: locations sorted by path length) and nginx takes
+    the first regex that matches; Traefik's default router priority is the rule's length, and Kubernetes gives the longest
+    Prefix match priority (k8s.io/api v0.34.4 networking/v1/types.go, PathType). So a nested route is reached, but the
+    outer route's backend loses the requests under it: refused where they fall inside that backend's API (API_ROOTS).
+    nginx matches case-insensitively (ingress-nginx buildLocation writes `location ~* "^<path>"`).
+    """
+    assert cfg.ingress is not None
+    fold = (lambda p: p.lower()) if cfg.ingress.controller == "nginx" else (lambda p: p)
+    problems: list[str] = []
+    by_path: dict[str, IngressRoute] = {}
+    for r in routes:
+        other = by_path.setdefault(fold(r.path), r)
+        if other is not r and other.path != r.path:
+            problems.append(f"{key('ingress', 'routes', r.service, 'path')}: {r.path} differs from {other.service}'s {other.path} "
+                            "only in letter case, and nginx matches paths case-insensitively (ingress-nginx writes "
+                            "`location ~*`), so one of them gets both; give one of them another path")
+    for outer in routes:
+        for inner in routes:
+            o, i = fold(outer.path), fold(inner.path)
+            if o == i or not (o == "/" or i.startswith(o + "/")):
+                continue
+            reaches = inner.path[len(outer.strip):]  # what outer's backend would have been sent for inner's prefix
+            hit = next((root for root in API_ROOTS[graph.endpoints[outer.service].kind]
+                        if fold(reaches) == root or fold(reaches).startswith(root + "/")), None)
+            if hit is not None:
+                problems.append(f"{key('ingress', 'routes', inner.service, 'path')}: {inner.path} lies inside {outer.service}'s "
+                                f"route {outer.path}, and the longer path wins: requests for {outer.service}'s own {reaches} (its "
+                                f"{hit}/... API) would reach {inner.service} instead; give {inner.service} a path outside {outer.path}"
+                                + ("" if outer.path == "/" else f" or {outer.service} another one"))
     return problems
+
+
+CONTROLLER_CLASS = {"nginx": "nginx", "traefik": "traefik"}
+"""The IngressClass each controller's chart creates: ingress-nginx `controller.ingressClassResource.name: nginx`
+(charts/ingress-nginx/values.yaml), Traefik's named after its release, `traefik` (traefik-helm-chart
+templates/ingressclass.yaml; k3s's bundled Traefik is that release)."""
+
+
+def class_problems(cfg: StackConfig, routes: list[IngressRoute]) -> list[str]:
+    """An ingress class that may belong to another controller while the ingress checks the key on some route: the other
+    controller ignores the auth annotations (nginx) or Middlewares (Traefik) and serves the route open."""
+    ing = cfg.ingress
+    assert ing is not None
+    checked = [r.service for r in routes if r.auth in ("basic", "oidc")]
+    if ing.class_name in (None, CONTROLLER_CLASS[ing.controller]) or ing.class_served_by_controller or not checked:
+        return []
+    other = next((c for c, name in CONTROLLER_CLASS.items() if name == ing.class_name and c != ing.controller), None)
+    whose = f"is {other}'s class" if other else "is not the class the " + ing.controller + " chart creates"
+    return [f"{key('ingress', 'className')}: {ing.class_name!r} {whose}, but the auth on {', '.join(checked)} is written for "
+            f"{ing.controller} (ingress.controller); any other controller ignores it and serves those routes open. Set "
+            f"className to the {ing.controller} controller's class, or set ingress.classServedByController: true if "
+            f"{ing.class_name!r} is served by {ing.controller}"]
 
 
 # --------------------------------------------------------------------------------------------

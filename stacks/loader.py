@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import posixpath
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pulumi
+import yaml
 from pulumi.runtime import config as runtime_config
 
 from stacks.config import PROJECT, StackConfig, parse_config
@@ -103,6 +106,72 @@ def provider_settings() -> dict[str, Any]:
     return out
 
 
+ROOT = Path(__file__).resolve().parent.parent
+"""The project directory (the program's working directory under `pulumi`)."""
+CREDENTIAL_KEYS = ("token", "client-key-data", "password")
+"""A kubeconfig user's secrets (k8s.io/client-go v0.34.4 tools/clientcmd/api/v1/types.go AuthInfo, the fields tagged
+`datapolicy`), besides an auth-provider's `config` (its id-token, refresh-token, client-secret)."""
+
+
+def provider_problems(config: dict[str, Any], secret: frozenset[str]) -> list[str]:
+    """`kubernetes:*` and `pulumi:*` settings that write outside the project, leak a credential, or that the program
+    cannot honour. `config` is every stack key -> value, `secret` the keys stored encrypted."""
+    problems: list[str] = []
+    render = config.get(RENDER_KEY)
+    if isinstance(render, str) and render:
+        outside = posixpath.isabs(render) and not Path(render).resolve().is_relative_to(ROOT)
+        if ".." in render.split("/") or outside:
+            problems.append(f"{RENDER_KEY}: {render!r} leads outside the project; the provider writes the rendered manifests "
+                            "there: give a directory inside it, e.g. build/yaml-<stack> (no '..')")
+    kubeconfig = config.get("kubernetes:kubeconfig")
+    if isinstance(kubeconfig, str) and "kubernetes:kubeconfig" not in secret:
+        held = _kubeconfig_credentials(kubeconfig)
+        if held:
+            problems.append(f"kubernetes:kubeconfig: the kubeconfig in the stack file holds {', '.join(held)} in plain text; "
+                            "store it encrypted with `pulumi config set --secret kubernetes:kubeconfig \"$(cat <file>)\"`, "
+                            "or give the file's path instead of its content")
+    disabled = config.get("pulumi:disable-default-providers")
+    barred = _listed(disabled)
+    hit = next((b for b in barred if b in ("*", "kubernetes")), None)
+    if hit is not None:
+        problems.append(f"pulumi:disable-default-providers: lists {hit!r}, but the program creates most objects with the default "
+                        "Kubernetes provider (only the namespace and the model cache use its own, which takes the stack's "
+                        "kubernetes:* settings); take kubernetes out of the list" + (" (name the other packages instead of '*')"
+                                                                                     if hit == "*" else ""))
+    return problems
+
+
+def _listed(value: Any) -> list[str]:
+    """`pulumi:disable-default-providers` as the engine reads it: a JSON list of package names (pkg/v3 v3.274.1
+    resource/deploy/default_providers.go shouldDenyRequest, which trims each and takes `*` for every package)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError:
+            return []
+    return [v.strip() for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _kubeconfig_credentials(text: str) -> list[str]:
+    """The credential fields a kubeconfig's text holds (none for a file path)."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(doc, dict) or not isinstance(doc.get("users"), list):
+        return []
+    held: set[str] = set()
+    for entry in doc["users"]:
+        user = entry.get("user") if isinstance(entry, dict) else None
+        if not isinstance(user, dict):
+            continue
+        held |= {k for k in CREDENTIAL_KEYS if user.get(k)}
+        provider = user.get("auth-provider")
+        if isinstance(provider, dict) and isinstance(provider.get("config"), dict) and any(provider["config"].values()):
+            held.add("auth-provider config")
+    return sorted(held)
+
+
 def raw_config() -> dict[str, Any]:
     """Every `llm-infra:<key>` the engine passed to this program, as top-level key -> value."""
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
@@ -139,6 +208,9 @@ def stack_from(raw: dict[str, Any], secrets: frozenset[str] = frozenset()) -> St
 def load_stack() -> Stack:
     """Parse and plan the running stack's config; an invalid one ends the program with its problems."""
     problems = namespace_problems(all_config_keys())
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    env_secret = set(runtime_config.get_config_secret_keys_env())
+    problems += provider_problems(merged, frozenset(k for k in merged if runtime_config.is_config_secret(k) or k in env_secret))
     try:
         stack = stack_from(raw_config(), secret_keys())
         stack = dataclasses.replace(stack, kubernetes=provider_settings())

@@ -7,17 +7,26 @@ validated by the schema below and read once, when first asked for (never at impo
 
 from __future__ import annotations
 
+import difflib
 import json
+import types
 from functools import cache
 from pathlib import Path
-import yaml
-from pydantic import Field, ValidationError
+from typing import Any, Union, get_args, get_origin
 
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from stacks import yaml_file
 from stacks.catalog import HfModel, ModelArch, OllamaModel
+from stacks.config import short
 from stacks.config.arch import ModelArchSpec
 from stacks.config.base import _Model
+from stacks.errors import ConfigError
 
-CATALOG_DIR = Path(__file__).resolve().parent.parent / "catalog"
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG_DIR = ROOT / "catalog"
 
 
 class Quantization(_Model):
@@ -43,6 +52,24 @@ class CatalogModel(_Model):
     source: str
     """Where each figure comes from (config.json, model card, safetensors metadata)."""
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "CatalogModel":
+        problems = []
+        q = self.quantization
+        if q is not None and q.unquantized_parameters_b > self.arch.parameters_b:
+            problems.append((("quantization", "unquantizedParametersB"), q.unquantized_parameters_b,
+                             f"{q.unquantized_parameters_b:g} B parameters kept in 16 bit is more than the model's "
+                             f"{self.arch.parameters_b:g} B (arch.parametersB); it is the part of those that stays unquantized"))
+        if self.max_context is not None and self.max_context > self.arch.max_position:
+            problems.append((("maxContext",), self.max_context,
+                             f"{self.max_context} is above the trained context arch.maxPosition {self.arch.max_position}; "
+                             "maxContext is for a model card that gives less: remove it, or correct it"))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type=PydanticCustomError("value_error", "{problem}", {"problem": text}), loc=loc, input=value)
+                for loc, value, text in problems])
+        return self
+
 
 class CatalogOllamaTag(_Model):
     tag: str
@@ -55,8 +82,10 @@ class CatalogOllamaTag(_Model):
     source: str
 
 
-class CatalogError(Exception):
-    pass
+class CatalogError(ConfigError):
+    """Catalog files that cannot be read, or that contradict each other: one line each, naming the file and the field.
+
+    A ConfigError, so that the program (stacks/loader.py load_stack) and `make render` print the lines and stop."""
 
 
 def model_arch(name: str, a: ModelArchSpec) -> ModelArch:
@@ -72,11 +101,90 @@ def hf_model_of(entry: CatalogModel) -> HfModel:
                    max_context=entry.max_context, safety_classifier=entry.safety_classifier, note=entry.note)
 
 
-def _load(path: Path, schema: type[_Model]) -> _Model:
-    try:
-        return schema.model_validate(yaml.safe_load(path.read_text()))
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise CatalogError(f"{path}: not a valid catalog entry: {exc}") from None
+def _shown(path: Path) -> str:
+    """A catalog file as errors name it: relative to the checkout (catalog/hf/x.yaml) when it is in it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _fields_at(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys a catalog file accepts at the mapping that `loc` points into."""
+    model: Any = schema
+    for part in loc[:-1]:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            model = next((f.annotation for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+        elif get_origin(model) in (list, dict):
+            model = get_args(model)[-1]
+        while get_origin(model) in (Union, types.UnionType):
+            model = next(a for a in get_args(model) if a is not type(None))
+    return [f.alias or n for n, f in model.model_fields.items()] if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def _format(shown: str, schema: type[BaseModel], err: dict[str, Any]) -> str:
+    """One pydantic error as `catalog/hf/x.yaml: arch.kvHeads: ...` (the stack config's style, stacks/config `_format`)."""
+    loc = tuple(err["loc"])
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "<entry>"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _fields_at(schema, loc)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"{shown}: {where}: unknown field; {hint}allowed fields here: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"{shown}: {where}: required field is missing; add it (the other files show each field)"
+    msg = err["msg"].removeprefix("Value error, ") if kind == "value_error" else f"{err['msg']}, got {short(err['input'])}"
+    return f"{shown}: {where}: {msg}"
+
+
+def validation_problems(shown: str, schema: type[BaseModel], exc: ValidationError) -> list[str]:
+    """A catalog entry's validation errors, one line each, every one starting with `shown` and the field."""
+    return list(dict.fromkeys(_format(shown, schema, e) for e in exc.errors()))
+
+
+def claimed_by(directory: Path, key: str, name: str) -> list[Path]:
+    """The files of a catalog directory that describe `name` (their `key`: repo or tag), whatever else is in them."""
+    out = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            data = yaml_file.load(path)
+        except yaml_file.YamlFileError:
+            continue
+        if isinstance(data, dict) and data.get(key) == name:
+            out.append(path)
+    return out
+
+
+def _load_all(directory: Path, schema: type[_Model], claim: str) -> list[Any]:
+    """Every file of a catalog directory, validated; `claim` (repo, tag) names one model, so one file only may give it."""
+    problems: list[str] = []
+    entries: list[Any] = []
+    claimed: dict[str, str] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        shown = _shown(path)
+        try:
+            data = yaml_file.load(path, shown)
+        except yaml_file.YamlFileError as exc:
+            problems.append(str(exc))
+            continue
+        if not isinstance(data, dict):
+            what = "empty" if data is None else f"a {type(data).__name__}"
+            problems.append(f"{shown}: the file is {what}; a catalog entry is a mapping of "
+                            f"{', '.join(_fields_at(schema, ('x',)))}, like the other files of {directory.name}/")
+            continue
+        try:
+            entry = schema.model_validate(data)
+        except ValidationError as exc:
+            problems += validation_problems(shown, schema, exc)
+            continue
+        name = getattr(entry, claim)
+        if name in claimed:
+            problems.append(f"{shown}: {claim}: {name!r} is described by {claimed[name]} too; one file per model (the "
+                            "later file would silently replace the first): delete one of them")
+            continue
+        claimed[name] = shown
+        entries.append(entry)
+    if problems:
+        raise CatalogError(problems)
+    return entries
 
 
 def hf_models() -> dict[str, HfModel]:
@@ -91,17 +199,13 @@ def ollama_models() -> dict[str, OllamaModel]:
 
 @cache
 def _hf_models(directory: Path) -> dict[str, HfModel]:
-    entries = [_load(p, CatalogModel) for p in sorted((directory / "hf").glob("*.yaml"))]
-    return {e.repo: hf_model_of(e) for e in entries}  # type: ignore[attr-defined, arg-type]
+    return {e.repo: hf_model_of(e) for e in _load_all(directory / "hf", CatalogModel, "repo")}
 
 
 @cache
 def _ollama_models(directory: Path) -> dict[str, OllamaModel]:
-    out = {}
-    for p in sorted((directory / "ollama").glob("*.yaml")):
-        e = _load(p, CatalogOllamaTag)
-        out[e.tag] = OllamaModel(e.tag, model_arch(e.name, e.arch), e.quantization, e.file_bytes, e.note)  # type: ignore[attr-defined]
-    return out
+    return {e.tag: OllamaModel(e.tag, model_arch(e.name, e.arch), e.quantization, e.file_bytes, e.note)
+            for e in _load_all(directory / "ollama", CatalogOllamaTag, "tag")}
 
 
 @cache

@@ -47,7 +47,7 @@ def test_a_broken_catalog_file_is_refused_naming_it(tmp_path, monkeypatch):
     bad = tmp_path / "catalog" / "hf" / "meta-llama--Llama-3.1-8B-Instruct.yaml"
     bad.write_text(bad.read_text().replace("layers: 32", "layers: thirty-two"))
     monkeypatch.setattr(model_catalog, "CATALOG_DIR", tmp_path / "catalog")
-    with pytest.raises(model_catalog.CatalogError, match="meta-llama--Llama-3.1-8B-Instruct.yaml: not a valid catalog entry"):
+    with pytest.raises(model_catalog.CatalogError, match="meta-llama--Llama-3.1-8B-Instruct.yaml: arch.layers: "):
         model_catalog.hf_models()
 
 

@@ -50,3 +50,12 @@ def test_readme_documents_every_nested_key():
                                       "make e2e      # every stack through the real Pulumi engine against a real Kubernetes control plane on 127.0.0.1"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.index("make test") < ci.index("make e2e")
+
+
+def test_the_readmes_count_of_mistaken_stack_files_is_the_tables():
+    import re
+
+    from tests.test_mistakes import MISTAKES
+
+    counts = re.findall(r"`tests/test_mistakes.py` renders (\d+) mistaken stack files", (ROOT / "README.md").read_text())
+    assert counts == [str(len(MISTAKES))]

@@ -181,7 +181,7 @@ def test_config_change_rolls_the_pod(prod):
 
 
 def test_per_pod_cache_gives_llama_stack_its_own_claim():
-    run = prod_run(lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "local-path", "storageClassReclaimPolicy": "Retain"}))
+    run = prod_run(lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "local-path", "storageClassReclaimPolicy": "Retain", "size": "200Gi"}))
     pod = run.find("Deployment", "llamastack-server")["spec"]["template"]["spec"]
     assert {v["name"]: v for v in pod["volumes"]}["models"]["persistentVolumeClaim"]["claimName"] == "model-cache-llamastack-server"
     run.find("PersistentVolumeClaim", "model-cache-llamastack-server")
@@ -346,7 +346,7 @@ STACK_VARIANTS = {
     "nomic embeddings": lambda r: r["llamaStack"].update(embeddingModel="nomic-ai/nomic-embed-text-v1.5"),
     "excluded categories": lambda r: r["llamaStack"]["safety"].update(excludedCategories=["S6", "S8"]),
     "one model": lambda r: (r["llamaStack"].update(models=["llama-3b"]), r["agents"]["workshop-chat"].pop("fallback")),
-    "perPod cache": lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "local-path", "storageClassReclaimPolicy": "Retain"}),
+    "perPod cache": lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "local-path", "storageClassReclaimPolicy": "Retain", "size": "200Gi"}),
 }
 
 

@@ -161,7 +161,7 @@ def three_nodes(r, mode="exclusive", cache="rwx"):
     r["nodes"].append({**r["nodes"][1], "name": "h100-c"})
     model(r).update(pipelineParallel=3)
     r["gpuSharing"]["mode"] = mode
-    r["modelCache"] = {"mode": cache, "storageClassName": "longhorn", "storageClassReclaimPolicy": "Retain"}
+    r["modelCache"] = {"mode": cache, "storageClassName": "longhorn", "storageClassReclaimPolicy": "Retain", "size": "1Ti"}
 
 
 def test_more_than_one_worker_needs_pinning_and_a_cache_one_template_can_hold():
@@ -296,6 +296,7 @@ def test_a_name_the_leader_worker_set_s_service_would_take_is_refused():
     def edit(r):
         model(r, "llama-8b")["autoscale"]["maxReplicas"] = 11
         r["vllm"]["models"]["llama-405b-0"] = {k: v for k, v in model(r, "llama-8b").items() if k not in ("autoscale", "replicas")}
+        r["vllm"]["models"]["llama-405b-0"]["servedName"] = "llama-8b-copy"  # its own: two models under one name are refused
     raw = variant(edit, "scale")
     assert any("makes Service llm-scale/vllm-llama-405b-0" in p for p in stack_problems(raw))
 
@@ -317,7 +318,7 @@ def test_host_network_and_rdma_are_opt_in_and_host_network_says_what_it_costs():
 
 
 def test_perpod_cache_gives_each_rank_its_claim():
-    raw = variant(lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "local-path", "provisioner": "rancher.io/local-path"}),
+    raw = variant(lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "local-path", "provisioner": "rancher.io/local-path", "size": "1Ti"}),
                   "scale")
     run = run_secret_raw(raw, ["hfToken"])
     claims = {o["metadata"]["name"] for o in run.objects() if o["kind"] == "PersistentVolumeClaim"}
@@ -408,7 +409,7 @@ def test_a_group_leaves_the_gpus_a_model_is_pinned_to():
     def edit(r):
         ms = r["vllm"]["models"]
         del ms["llama-8b"]
-        r["modelCache"] = {"mode": "rwx", "storageClassName": "longhorn", "storageClassReclaimPolicy": "Retain"}
+        r["modelCache"] = {"mode": "rwx", "storageClassName": "longhorn", "storageClassReclaimPolicy": "Retain", "size": "1Ti"}
         ms["granite-pp"] = {"model": "ibm-granite/granite-3.1-8b-instruct", "pool": "l40s", "pipelineParallel": 2, "maxModelLen": 4096,
                             "gpuMemoryUtilization": 0.45, "cpu": 2, "memoryGiB": 8}
         ms["pinned"] = {"model": "meta-llama/Llama-3.1-8B-Instruct", "node": "l40s-1", "gpus": [0], "maxModelLen": 4096,
@@ -434,7 +435,7 @@ def test_each_refused_model_gets_its_own_problem():
 def test_the_max_model_len_problem_names_the_rank_with_the_fewest_blocks():
     """Stages differ in layers: 40 layers over 3 stages are 13/14/13, so the middle rank holds the fewest blocks."""
     def edit(r):
-        r["modelCache"] = {"mode": "rwx", "storageClassName": "longhorn", "storageClassReclaimPolicy": "Retain"}
+        r["modelCache"] = {"mode": "rwx", "storageClassName": "longhorn", "storageClassReclaimPolicy": "Retain", "size": "1Ti"}
         model(r, "llama-8b").update(replicas=2, autoscale={"maxReplicas": 3})
         r["vllm"]["models"]["granite-pp"] = {"model": "ibm-granite/granite-3.1-8b-instruct", "pool": "l40s", "pipelineParallel": 3,
                                             "gpuMemoryUtilization": 0.3, "maxModelLen": 131072, "cpu": 2, "memoryGiB": 8}

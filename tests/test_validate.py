@@ -110,7 +110,7 @@ def test_the_name_registry_lists_exactly_what_renders_in_every_mode(name):
 
 
 def test_the_name_registry_covers_llama_stack_agents_and_per_pod_claims():
-    raw = variant(lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "local-path", "storageClassReclaimPolicy": "Retain"}), "prod")
+    raw = variant(lambda r: r.update(modelCache={"mode": "perPod", "storageClassName": "local-path", "storageClassReclaimPolicy": "Retain", "size": "200Gi"}), "prod")
     secrets = frozenset({"llm-infra:hfToken"})
     names = planned_names(raw, secrets)
     assert ("PersistentVolumeClaim", "llama-serve", "model-cache-llamastack-server") in names

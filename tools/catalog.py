@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
-from stacks.model_catalog import CatalogModel
+from stacks.model_catalog import CatalogModel, claimed_by, validation_problems
 
 REQUIRED = ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size", "max_position_embeddings")
 SIXTEEN_BIT = ("BF16", "F16", "F32")
@@ -100,7 +101,10 @@ def entry_from_config(repo: str, config: dict[str, Any], parameter_count: dict[s
     if notes:
         entry["note"] = "; ".join(notes)
     entry["source"] = f"config.json and safetensors metadata of {repo} at {revision or 'main'} (make catalog); counts {counts}"
-    CatalogModel.model_validate(entry)  # the schema renders read
+    try:
+        CatalogModel.model_validate(entry)  # the schema renders read
+    except ValidationError as exc:
+        raise CatalogError("; ".join(validation_problems(repo, CatalogModel, exc))) from None
     return entry
 
 
@@ -135,6 +139,10 @@ def main(argv: list[str] | None = None, directory: Path | None = None) -> int:
     p.add_argument("--revision", help="commit, tag or branch (default: main)")
     a = p.parse_args(argv)
     target = file_for(a.model, directory or model_catalog.CATALOG_DIR)
+    others = [p for p in claimed_by(target.parent, "repo", a.model) if p != target]
+    if others:
+        print(f"catalog: {a.model} is described by {others[0]} already; edit that file, or delete it first", file=sys.stderr)
+        return 2
     try:
         config, counts, gated = fetch(a.model, a.revision)
         entry = entry_from_config(a.model, config, counts, gated, a.revision)

@@ -16,6 +16,7 @@ import pulumi
 import yaml
 from pulumi.runtime.mocks import MockMonitor
 
+from stacks import yaml_file
 from stacks.loader import missing_secrets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,30 +33,12 @@ class StackFileError(Exception):
     pass
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML keeps the last of two equal keys; a stack file with one would silently lose a setting."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict[object, int] = {}
-        for key_node, _ in node.value:
-            k = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if k in seen:
-                raise StackFileError(
-                    f"{key_node.start_mark.name} line {line}: key {k!r} is given twice (first at line {seen[k]}); "
-                    "the second would silently replace the first: merge them or delete one")
-            seen[k] = line
-        return super().construct_mapping(node, deep)
-
-
 def load_yaml(path: Path) -> object:
-    """A YAML file that refuses duplicate keys; a syntax error names the file and line."""
+    """A YAML file read as the Pulumi CLI reads it (stacks/yaml_file.py); a mistake names the file and line."""
     try:
-        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise StackFileError(f"{path}{where} is not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        return yaml_file.load(path)
+    except yaml_file.YamlFileError as exc:
+        raise StackFileError(str(exc)) from None
 
 
 @dataclass
@@ -173,9 +156,10 @@ def stack_config(stack: str = "dev", config_file: Path | None = None, placeholde
     path = config_file or ROOT / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         raise StackFileError(f"no stack config file {path}; create it or pass CONFIG=<file>")
-    data = load_yaml(path) or {}
-    if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
-        raise StackFileError(f"{path}: expected a mapping with a 'config:' mapping")
+    try:
+        data = yaml_file.load_stack_file(path)
+    except yaml_file.YamlFileError as exc:
+        raise StackFileError(str(exc)) from None
     given = {full(k) for k in (data.get("config") or {})}
     values: dict[str, Any] = {}
     missing = []

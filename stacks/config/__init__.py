@@ -17,6 +17,8 @@ from stacks.config.ollama import Adapter, AdapterPoolVllm, Ollama, OllamaServer,
 from stacks.config.edge import Auth, Ingress, NetworkPolicy, PodSecurity, Route, Tls, edge_problems
 from stacks.config.monitoring import Monitoring
 from stacks.config.llama_stack import Agent, LlamaStack, LlamaStackSafety, llama_stack_problems
+from stacks.config.consistency import consistency_problems
+from stacks.config.raw_checks import raw_problems
 from stacks.config.vllm import TYPED_FLAGS, Vllm, VllmModel, _vllm_problems, flag_name
 from stacks.errors import ConfigError
 
@@ -118,11 +120,14 @@ def parse_config(raw: dict[str, Any], secret_keys: frozenset[str] = frozenset())
              for k, v in sorted(raw.items()) if v is None or (isinstance(v, str) and not v.strip())]
     if empty:
         raise ConfigError(empty)
+    problems = raw_problems(raw)
+    flagged = {p.split(": ", 1)[0] for p in problems}
     try:
         cfg = StackConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(list(dict.fromkeys(_format(e) for e in exc.errors()))) from None
-    problems = cross_field_problems(cfg, secret_keys)
+        schema = [p for p in dict.fromkeys(_format(e) for e in exc.errors()) if p.split(": ", 1)[0] not in flagged]
+        raise ConfigError(problems + schema) from None
+    problems += cross_field_problems(cfg, secret_keys)
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -143,4 +148,5 @@ def cross_field_problems(cfg: StackConfig, secret_keys: frozenset[str] = frozens
     problems += llama_stack_problems(cfg)
     problems += _cache_problems(cfg)
     problems += edge_problems(cfg, secret_keys)
+    problems += consistency_problems(cfg)
     return problems

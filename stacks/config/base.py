@@ -17,7 +17,31 @@ PCI_BUS_ID = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$"
 QUANTITY = r"^[1-9][0-9]*(Ki|Mi|Gi|Ti)$"
 # Go duration (time.ParseDuration) or plain integer seconds; Ollama accepts both for keep-alive.
 GO_DURATION = r"^-?(([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+|[0-9]+)$"
-IMAGE = r"^[a-z0-9./_-]+(:[A-Za-z0-9._-]+)?(@sha256:[0-9a-f]{64})?$"
+
+MIN_CPU = 0.001
+"""One millicore: Kubernetes' smallest CPU unit (a smaller request renders as `0` or rounds up unseen)."""
+MAX_CPU = 4096
+MIN_POD_GIB = 1 / 16
+"""64 MiB: pod memory is rendered in whole MiB, and a container below this does not start an engine."""
+MAX_GIB = 65536
+MAX_TOKENS = 1 << 24
+"""16M tokens: beyond every model's context and vLLM's int32 token counters."""
+MAX_REPLICAS = 10_000
+MAX_MIB_PER_SECOND = 1_000_000
+GO_DURATION_MAX_SECONDS = (2**63 - 1) / 1e9
+"""Go's time.Duration is int64 nanoseconds: about 292 years (time.ParseDuration refuses more)."""
+
+
+def go_duration_seconds(text: str) -> float | None:
+    """Seconds of a Go duration (`1h30m`, `-1s`) or integer seconds, or None if it is neither."""
+    if re.fullmatch(r"-?[0-9]+", text):
+        return float(text)
+    m = re.fullmatch(r"(-?)((?:[0-9]+(?:\.[0-9]+)?(?:ns|us|µs|ms|s|m|h))+)", text)
+    if m is None:
+        return None
+    scale = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    total = sum(float(n) * scale[u] for n, u in re.findall(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)", m.group(2)))
+    return -total if m.group(1) else total
 
 
 def key(*parts: str | int) -> str:
@@ -45,6 +69,7 @@ class _Model(BaseModel):
         alias_generator=camel,
         validate_by_alias=True,
         validate_by_name=False,
+        allow_inf_nan=False,
         use_attribute_docstrings=True,
     )
 
@@ -88,8 +113,3 @@ def _scalar(annotation: Any, value: str) -> Any:
         return float(text)
     return value
 
-
-def _pinned_image(v: str, example: str) -> str:
-    if "@" not in v and (":" not in v.rsplit("/", 1)[-1] or v.endswith(":latest")):
-        raise ValueError(f"{v!r} is not pinned; use a released tag such as {example}")
-    return v

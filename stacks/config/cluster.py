@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 
 from stacks.catalog import GPU_MODELS, OLLAMA, DEFAULT_CUDA_CONTEXT_GIB, DEFAULT_VLLM_CONTEXT_GIB, DEFAULT_VLLM_MARGIN_GIB
-from stacks.config.base import DNS_LABEL, DNS_SUBDOMAIN, GPU_UUID, PCI_BUS_ID, QUANTITY, _Model, key
+from stacks.config.base import DNS_LABEL, DNS_SUBDOMAIN, GPU_UUID, MAX_CPU, MAX_GIB, MIN_CPU, MIN_POD_GIB, PCI_BUS_ID, QUANTITY, key, _Model
 
 if TYPE_CHECKING:
     from stacks.config import StackConfig
 
 
 class Gpu(_Model):
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, le=1023)
     """GPU index as `nvidia-smi -L` lists it on the node."""
     model: str | None = None
     """GPU model from the catalog (`A100-80GB`, `H100-80GB`, `L40S`, ...): the plan uses the memory CUDA reports for it."""
@@ -37,18 +37,18 @@ class Gpu(_Model):
 
 
 class Reserve(_Model):
-    cpu: float = Field(default=0, ge=0)
+    cpu: float = Field(default=0, ge=0, le=MAX_CPU)
     """CPU cores kept for the OS, k3s and everything not planned here."""
-    memory_gib: float = Field(default=0, ge=0)
+    memory_gib: float = Field(default=0, ge=0, le=MAX_GIB)
     """RAM in GiB kept for the OS, k3s and everything not planned here."""
 
 
 class Node(_Model):
     name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
     """Kubernetes node name (`kubectl get nodes`); pods planned on it are scheduled there."""
-    cpu: float = Field(gt=0)
+    cpu: float = Field(ge=MIN_CPU, le=MAX_CPU)
     """CPU cores of the node."""
-    memory_gib: float = Field(gt=0)
+    memory_gib: float = Field(ge=MIN_POD_GIB, le=MAX_GIB)
     """RAM of the node in GiB."""
     reserve: Reserve = Reserve()
     """Capacity kept back from planning."""
@@ -88,30 +88,34 @@ class ModelCache(_Model):
     def _not_a_system_path(cls, v: str) -> str:
         if ".." in v.split("/"):
             raise ValueError(f"{v!r} must not contain '..'; give the directory itself")
-        path = posixpath.normpath(v)
-        if path in SYSTEM_ROOTS or any(path == p or path.startswith(p + "/") for p in SYSTEM_DIRS):
+        # normpath keeps a leading `//` (POSIX leaves two leading slashes to the system): `//etc` is `/etc` on Linux.
+        path = "/" + posixpath.normpath(v).lstrip("/")
+        top = path.split("/")[1]
+        if (path in SYSTEM_ROOTS or top.startswith("lib")
+                or any(path == p or path.startswith(p + "/") for p in SYSTEM_DIRS)):
             raise ValueError(f"{v!r} is a system directory (or inside one); the pods would write model files into it. "
                              "Use a directory of its own such as /var/lib/llm-models")
         return v
 
 
-# A hostPath cache may not be one of these directories, nor lie inside the second list.
+# A hostPath cache may not be one of these directories, nor lie inside the second list or a top-level `/lib*`.
 SYSTEM_ROOTS = frozenset({"/", "/var", "/var/lib", "/home", "/opt", "/srv", "/mnt", "/tmp", "/usr/local"})
 SYSTEM_DIRS = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/boot", "/dev", "/proc", "/sys", "/run",
                "/root", "/var/run", "/var/log", "/var/lib/kubelet", "/var/lib/rancher", "/var/lib/containerd",
-               "/var/lib/docker", "/var/lib/etcd")
+               "/var/lib/docker", "/var/lib/etcd", "/var/lib/cni", "/var/lib/calico", "/var/lib/cilium", "/var/lib/longhorn",
+               "/opt/cni", "/opt/containerd")
 
 
 class Plan(_Model):
-    cuda_context_gib: float = Field(default=DEFAULT_CUDA_CONTEXT_GIB, ge=0)
+    cuda_context_gib: float = Field(default=DEFAULT_CUDA_CONTEXT_GIB, ge=0, le=64)
     """VRAM each GPU process holds for its CUDA context, which Ollama's estimate leaves out."""
-    ollama_fit_target_mib: int = Field(default=OLLAMA.fit_target_mib, ge=0)
+    ollama_fit_target_mib: int = Field(default=OLLAMA.fit_target_mib, ge=0, le=1024 * 1024)
     """`LLAMA_ARG_FIT_TARGET` on every Ollama pod: llama-server keeps this much of its GPU free, offloading layers to the CPU otherwise; the plan checks each pod loads within free memory minus it."""
     ollama_whole_load_rule: bool = False
     """Stricter policy: also require Ollama's multi-GPU rule (prediction at most 80 % of the memory free at load), which Ollama itself skips for a server that sees one GPU."""
-    vllm_context_gib: float = Field(default=DEFAULT_VLLM_CONTEXT_GIB, ge=0)
+    vllm_context_gib: float = Field(default=DEFAULT_VLLM_CONTEXT_GIB, ge=0, le=64)
     """Per vLLM process and GPU: CUDA context, NCCL and cuBLAS, created before vLLM measures, so outside gpuMemoryUtilization."""
-    vllm_margin_gib: float = Field(default=DEFAULT_VLLM_MARGIN_GIB, ge=0)
+    vllm_margin_gib: float = Field(default=DEFAULT_VLLM_MARGIN_GIB, ge=0, le=64)
     """Kept free on every GPU a vLLM server uses (and off a profiled KV cache) for the accounting's estimates."""
 
 

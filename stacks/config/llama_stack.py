@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 
 from stacks.catalog import EMBEDDING_MODELS, LLAMA_STACK, LLAMA_STACK_DEFAULT_IMAGE
-from stacks.config.base import DNS_LABEL, IMAGE, _Model, _pinned_image, key
+from stacks.config.base import DNS_LABEL, MAX_CPU, MAX_GIB, MAX_TOKENS, MIN_CPU, MIN_POD_GIB, _Model, key
+from stacks.config.images import check_image
 from stacks.config.vllm import hf_model
 
 if TYPE_CHECKING:
@@ -28,16 +29,19 @@ class LlamaStackSafety(_Model):
     """`shield_id` clients send to `/v1/safety/run-shield` (agents get it as `SAFETY_SHIELD_ID`)."""
     excluded_categories: list[str] = []
     """Llama Guard hazard categories the shield ignores (`S1` ... `S14`)."""
-    max_tokens: int = Field(default=512, ge=1)
+    max_tokens: int = Field(default=512, ge=1, le=MAX_TOKENS)
     """`max_tokens` of the guard's inference provider: a verdict is `safe` or `unsafe` plus a category line."""
 
 
 class LlamaStack(_Model):
-    image: str = Field(default=LLAMA_STACK_DEFAULT_IMAGE, pattern=IMAGE)
-    """Llama Stack image, pinned (`llamastack/distribution-starter`; the program writes its config.yaml)."""
+    image: str = LLAMA_STACK_DEFAULT_IMAGE
+    """Llama Stack image, pinned to a release tag or a digest (`llamastack/distribution-starter`; the program writes its config.yaml)."""
+    accept_version: str | None = None
+    """The Llama Stack release the image holds, when it is not 0.7 or its tag does not name one: the program writes a
+    0.7 run config (version 2), and stating the release accepts it for that one."""
     models: list[str] = Field(min_length=1)
     """Keys of the `vllm.models` the stack fronts: each becomes a `remote::vllm` inference provider and a registered model."""
-    max_tokens: int = Field(default=4096, ge=1)
+    max_tokens: int = Field(default=4096, ge=1, le=MAX_TOKENS)
     """`max_tokens` Llama Stack adds to requests that set none; per model it is capped at half its `maxModelLen`, so a prompt always fits."""
     embedding_model: str = "all-MiniLM-L6-v2"
     """sentence-transformers model for RAG embeddings (one of the catalog's); its weights go to the model cache."""
@@ -45,12 +49,12 @@ class LlamaStack(_Model):
     """Llama Guard as the stack's shield."""
     node: str | None = None
     """Node to run on (default: the stack's only node); in `hostPath` cache mode its state lives on that node."""
-    cpu: float = Field(default=2, gt=0)
+    cpu: float = Field(default=2, ge=MIN_CPU, le=MAX_CPU)
     """CPU cores requested."""
-    memory_gib: float = Field(default=8, gt=0)
+    memory_gib: float = Field(default=8, ge=MIN_POD_GIB, le=MAX_GIB)
     """RAM in GiB requested and limited."""
 
-    _pinned = field_validator("image")(lambda v: _pinned_image(v, LLAMA_STACK_DEFAULT_IMAGE))
+    _pinned = field_validator("image")(lambda v: check_image(v, LLAMA_STACK_DEFAULT_IMAGE))
 
 
 class Agent(_Model):

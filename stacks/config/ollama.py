@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Literal, Union
 from pydantic import Field, field_validator
 
 from stacks.catalog import OLLAMA_DEFAULT_IMAGE, VLLM
-from stacks.config.base import DNS_LABEL, GO_DURATION, IMAGE, _Model, _pinned_image, key
+from stacks.config.base import (DNS_LABEL, GO_DURATION, MAX_CPU, MAX_GIB, MAX_MIB_PER_SECOND, MAX_REPLICAS,
+                                 MAX_TOKENS, MIN_CPU, MIN_POD_GIB, GO_DURATION_MAX_SECONDS, _Model, go_duration_seconds, key)
+from stacks.config.images import check_image
 from stacks.errors import MissingSecret
 from stacks.config.cluster import Node
 
@@ -29,31 +31,35 @@ class OllamaServer(_Model):
     """Index of the GPU (on `node`) the pods of this server use."""
     node: str | None = None
     """Node name; may be left out when the stack has one node."""
-    replicas: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     """Pods of this server; each holds its own copy of the base weights."""
     autoscale: OllamaAutoscale | None = None
     """A HorizontalPodAutoscaler on CPU between `replicas` and `autoscale.maxReplicas` pods, all planned on the server's GPU."""
-    parallel: int = Field(ge=1)
+    parallel: int = Field(ge=1, le=1024)
     """`OLLAMA_NUM_PARALLEL`: request slots per pod; each slot holds `contextLength` tokens of KV cache."""
-    queue: int = Field(ge=1)
+    queue: int = Field(ge=1, le=1_000_000)
     """`OLLAMA_MAX_QUEUE`: requests waiting for a model load before HTTP 503."""
     keep_alive: Union[str, int] = "5m"
     """`OLLAMA_KEEP_ALIVE`: Go duration (`10m`, `24h`, negative = forever) or integer seconds."""
-    context_length: int = Field(ge=256)
+    context_length: int = Field(ge=256, le=MAX_TOKENS)
     """`OLLAMA_CONTEXT_LENGTH`: tokens per slot; at most the model's trained context."""
-    cpu: float = Field(gt=0)
+    cpu: float = Field(ge=MIN_CPU, le=MAX_CPU)
     """CPU cores requested per pod."""
-    cpu_limit: float | None = Field(default=None, gt=0)
+    cpu_limit: float | None = Field(default=None, ge=MIN_CPU, le=MAX_CPU)
     """CPU limit per pod (none by default: a limit throttles token generation)."""
-    memory_gib: float = Field(gt=0)
+    memory_gib: float = Field(ge=MIN_POD_GIB, le=MAX_GIB)
     """RAM in GiB requested and limited per pod."""
 
     @field_validator("keep_alive")
     @classmethod
     def _duration(cls, v: str | int) -> str:
         text = str(v)
-        if not re.fullmatch(GO_DURATION, text):
+        seconds = go_duration_seconds(text) if re.fullmatch(GO_DURATION, text) else None
+        if seconds is None:
             raise ValueError(f"{v!r} is not a duration; use a Go duration such as 10m or 24h, or integer seconds")
+        if abs(seconds) > GO_DURATION_MAX_SECONDS:
+            raise ValueError(f"{v!r} is past Go's duration range (about 292 years), which Ollama parses it into; use a "
+                             "negative duration (-1) to keep the model loaded for ever")
         return text
 
 
@@ -84,9 +90,9 @@ class AdapterPoolVllm(_Model):
     """Share of each GPU the one vLLM server per GPU takes."""
     max_lora_rank: int = 16
     """`--max-lora-rank`: at least the adapters' rank (vLLM choices 1, 8, 16, 32, 64, 128, 256, 320, 512)."""
-    cpu: float = Field(default=4, gt=0)
+    cpu: float = Field(default=4, ge=MIN_CPU, le=MAX_CPU)
     """CPU cores per server."""
-    memory_gib: float = Field(default=24, gt=0)
+    memory_gib: float = Field(default=24, ge=MIN_POD_GIB, le=MAX_GIB)
     """RAM in GiB per server."""
 
 
@@ -95,11 +101,14 @@ class Ollama(_Model):
     """`ollama`: one Ollama server per role (GGUF adapters). `vllm`: one vLLM server per GPU with the adapters as LoRA modules over one copy of the base."""
     vllm: AdapterPoolVllm = AdapterPoolVllm()
     """The multi-LoRA design: used by `engine: vllm`, and compared in every plan."""
-    image: str = Field(default=OLLAMA_DEFAULT_IMAGE, pattern=IMAGE)
-    """Ollama image, pinned to a released tag or digest."""
+    image: str = OLLAMA_DEFAULT_IMAGE
+    """Ollama image, pinned to a released tag or digest (a registry of your own with its port is fine)."""
+    accept_version: str | None = None
+    """The Ollama release the image holds, when it is not 0.32 or 0.33 or its tag does not name one: the plan's memory
+    estimate is Ollama 0.32/0.33's scheduler's, and stating the release accepts it for that one."""
     base_model: str = "llama3:8b"
     """Ollama tag of the base model (must be in the model catalog)."""
-    pull_mib_per_second: float = Field(default=25, gt=0)
+    pull_mib_per_second: float = Field(default=25, gt=0, le=MAX_MIB_PER_SECOND)
     """Assumed registry download rate; sizes the rollout deadline for a first pull."""
     server_start_seconds: int = Field(default=120, ge=10)
     """Budget for `ollama serve` to start and discover GPUs (startupProbe)."""
@@ -108,7 +117,7 @@ class Ollama(_Model):
     adapters: dict[str, Adapter] = {}
     """Task adapters by name (`chatbot`, `code`, ...); each gets its own Deployment and Service."""
 
-    _pinned = field_validator("image")(lambda v: _pinned_image(v, OLLAMA_DEFAULT_IMAGE))
+    _pinned = field_validator("image")(lambda v: check_image(v, OLLAMA_DEFAULT_IMAGE))
 
 
 

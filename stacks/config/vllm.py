@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import TYPE_CHECKING, Literal
 
@@ -10,7 +9,8 @@ from pydantic import Field, field_validator
 
 from stacks.catalog import VLLM, VLLM_DEFAULT_IMAGE, HfModel
 from stacks.config.arch import ModelArchSpec
-from stacks.config.base import DNS_LABEL, IMAGE, _Model, _pinned_image, key
+from stacks.config.base import DNS_LABEL, MAX_CPU, MAX_GIB, MAX_MIB_PER_SECOND, MAX_REPLICAS, MAX_TOKENS, MIN_CPU, MIN_POD_GIB, _Model, key
+from stacks.config.images import check_image
 from stacks.errors import MissingSecret
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ class VllmAutoscale(_Model):
     max_replicas: int = Field(ge=2, le=64)
     """Replicas at most: the plan places and reserves GPUs for every one (printed as reserved); those above `replicas`
     start at 0 pods and KEDA starts them, each on its reserved GPUs, when requests wait."""
-    requests_per_replica: int = Field(default=16, ge=1)
+    requests_per_replica: int = Field(default=16, ge=1, le=1_000_000)
     """Requests in flight (running + waiting, summed over the model's pods) one replica carries: the k-th reserved replica
     starts when demand passes (replicas + k - 1) x this, and stops once it stays below for the cooldown."""
 
@@ -46,22 +46,22 @@ class VllmModel(_Model):
     """The model's architecture from its config.json, for a model not in the catalog (air-gapped users, new models)."""
     served_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
     """`--served-model-name` (default: the model's key); the name clients send and the metrics label."""
-    tensor_parallel: int = Field(default=1, ge=1)
+    tensor_parallel: int = Field(default=1, ge=1, le=64)
     """`--tensor-parallel-size`: GPUs per pod, all on one node; must divide the attention heads."""
     pipeline_parallel: int = Field(default=1, ge=1, le=64)
     """`--pipeline-parallel-size`: nodes per replica, one pipeline stage (a contiguous run of layers) and tensorParallel
     GPUs on each; above 1 a replica is a LeaderWorkerSet whose leader serves the API and whose workers run headless."""
     multi_node: MultiNode = MultiNode()
     """Networking of the ranks when pipelineParallel > 1."""
-    replicas: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     """Pods behind the model's one Service; each is placed on its own GPUs by the plan."""
     autoscale: VllmAutoscale | None = None
     """More replicas when requests wait: KEDA ScaledObjects on vLLM's own queue metric, bounded by what the plan reserved."""
-    max_model_len: int = Field(ge=256)
+    max_model_len: int = Field(ge=256, le=MAX_TOKENS)
     """`--max-model-len`: tokens per sequence; at most the model's trained context."""
-    max_num_seqs: int | None = Field(default=None, ge=1)
+    max_num_seqs: int | None = Field(default=None, ge=1, le=1_000_000)
     """`--max-num-seqs`: sequences batched at once (vLLM's default when unset)."""
-    max_num_batched_tokens: int | None = Field(default=None, ge=256)
+    max_num_batched_tokens: int | None = Field(default=None, ge=256, le=MAX_TOKENS)
     """`--max-num-batched-tokens` (vLLM's default, 2048 on A100/<70 GiB GPUs, when unset)."""
     gpu_memory_utilization: float = Field(default=VLLM.default_gpu_memory_utilization, gt=0, le=1)
     """`--gpu-memory-utilization`: the share of each of its GPUs the server takes (weights, activations, KV cache)."""
@@ -75,37 +75,45 @@ class VllmModel(_Model):
     """`--trust-remote-code`: runs the repo's own Python; none of the catalog's models needs it."""
     lora_modules: dict[str, str] = {}
     """LoRA adapters by name -> directory relative to the model cache; adds `--enable-lora --lora-modules`."""
-    max_loras: int | None = Field(default=None, ge=1)
+    max_loras: int | None = Field(default=None, ge=1, le=1024)
     """`--max-loras`: adapters active in one batch (default: the number of lora_modules)."""
     max_lora_rank: int | None = None
     """`--max-lora-rank`: at least the adapters' rank; one of 1, 8, 16, 32, 64, 128, 256, 320, 512."""
     extra_args: list[str] = []
-    """Further `vllm serve` flags; may not repeat a typed one or use a flag vLLM 0.33 removed."""
+    """Further `vllm serve` flags, one item per option or value, read by vLLM 0.33's own option table (types, choices, how
+    many values); may not repeat a typed one, use a flag vLLM 0.33 removed, hold `$(VAR)` (the kubelet expands it), or ask
+    for what the pod lacks: a Unix socket, TLS files (TLS belongs on the ingress), data parallelism, dummy weights, a config
+    file, or more CPU offload than memoryGiB."""
     node: str | None = None
     """Node to place it on (default: any node with room)."""
     pool: str | None = Field(default=None, pattern=DNS_LABEL)
     """Node pool to place it in (`nodes[].pool`; default: any node with room)."""
     gpus: list[int] | None = None
     """GPU indexes to pin it to (one per tensor-parallel rank); default: placed by the plan."""
-    cpu: float = Field(gt=0)
+    cpu: float = Field(ge=MIN_CPU, le=MAX_CPU)
     """CPU cores requested per pod."""
-    memory_gib: float = Field(gt=0)
+    memory_gib: float = Field(ge=MIN_POD_GIB, le=MAX_GIB)
     """RAM in GiB requested and limited per pod (the /dev/shm volume is added on top)."""
 
 
 class Vllm(_Model):
-    image: str = Field(default=VLLM_DEFAULT_IMAGE, pattern=IMAGE)
-    """vLLM image, pinned (`ENTRYPOINT vllm serve`; args start with the model)."""
-    download_mib_per_second: float = Field(default=50, gt=0)
+    image: str = VLLM_DEFAULT_IMAGE
+    """vLLM image, pinned to a release tag or a digest (`ENTRYPOINT vllm serve`; args start with the model); a registry of your
+    own with its port is fine (`registry.internal:5000/vllm/vllm-openai:v0.33.0`)."""
+    accept_version: str | None = None
+    """The vLLM release the image holds, when it is not 0.33 or its tag does not name one (a mirror's own tag, a digest
+    alone): the plan's flags and memory accounting are vLLM 0.33's, and stating the release accepts them for it. Releases
+    older than 0.33 are refused (the plan passes flags they lack)."""
+    download_mib_per_second: float = Field(default=50, gt=0, le=MAX_MIB_PER_SECOND)
     """Assumed Hugging Face download rate; sizes the startup budget for a first download."""
-    load_mib_per_second: float = Field(default=400, gt=0)
+    load_mib_per_second: float = Field(default=400, gt=0, le=MAX_MIB_PER_SECOND)
     """Assumed read rate of the model cache when loading weights."""
     compile_seconds: int = Field(default=300, ge=0)
     """Allowance for torch.compile, CUDA graph capture and KV profiling at start."""
     models: dict[str, VllmModel] = {}
     """Models by key; each becomes a VllmModel (Deployment per replica + Service `vllm-<key>`)."""
 
-    _pinned = field_validator("image")(lambda v: _pinned_image(v, VLLM_DEFAULT_IMAGE))
+    _pinned = field_validator("image")(lambda v: check_image(v, VLLM_DEFAULT_IMAGE))
 
 
 
@@ -132,44 +140,28 @@ def hf_model(m: VllmModel) -> HfModel | None:
     return HfModel(m.model, model_arch(m.model, m.arch), gated=m.arch.gated, note="described inline (arch)")
 
 
-def _extra_args_problems(at: str, args: list[str]) -> list[str]:
-    """Options vLLM 0.33's parser would refuse, or that repeat a typed flag. Read as vLLM's FlexibleArgumentParser reads
-    them (utils/argparse_utils.py): `--a_b` is `--a-b`, `-O3`/`-O 3` is the optimization level, `--config.key value`
-    sets a key of a JSON config option; values (negative integers too) are skipped."""
-    from stacks.model_catalog import vllm_flags
+def _extra_args_problems(at, m: VllmModel) -> list[str]:
+    """`extraArgs` read as vLLM 0.33's parser reads them (stacks/vllm_args.py: names, values, types, choices, strays),
+    what of them the pod cannot honour, and the batch limits vLLM refuses together. `at(*keys)` builds the model's keys."""
+    from stacks import vllm_args
 
-    out: list[str] = []
-    level = re.compile(r"-O=?[0-3]")
-    skip = False
-    for i, arg in enumerate(args):
-        if skip or not arg.startswith("-") or re.fullmatch(r"-\d+", arg) or level.fullmatch(arg):
-            skip = False
-            continue
-        if arg == "-O" and i + 1 < len(args) and args[i + 1] in ("0", "1", "2", "3"):
-            skip = True
-            continue
-        if arg.startswith("-O"):
-            out.append(f"{at}[{i}]: {arg!r}: vLLM's -O takes an optimization level 0-3 (-O3 or -O 3)")
-            continue
-        flag = flag_name(arg)
-        base, dotted, _ = flag.partition(".")
-        if base in TYPED_FLAGS:
-            out.append(f"{at}[{i}]: {arg!r} repeats a typed setting; set it through its own key instead")
-        elif base in VLLM.removed_flags:
-            out.append(f"{at}[{i}]: {arg!r} was removed from vLLM 0.33 and would stop the server; drop it")
-        elif base not in vllm_flags():
-            near = difflib.get_close_matches(base, sorted(vllm_flags()), n=1)
-            out.append(f"{at}[{i}]: {arg!r} is not a `vllm serve` option of vLLM 0.33 (the server would exit with "
-                       f"'unrecognized arguments'){f'; did you mean {near[0]}?' if near else ''}")
-        elif dotted and vllm_flags()[base] != "other":
-            out.append(f"{at}[{i}]: {arg!r}: {base} takes a plain value; only JSON config options take keys (`--option.key value`)")
+    pod = vllm_args.Pod(gpus=m.tensor_parallel, memory_gib=m.memory_gib, max_model_len=m.max_model_len,
+                        max_num_batched_tokens=m.max_num_batched_tokens, autoscaled=m.autoscale is not None)
+    out = [f"{at('extraArgs')}[{i}]: {why}" for i, why in
+           vllm_args.extra_args_problems(m.extra_args, TYPED_FLAGS, VLLM.removed_flags, pod)]
+    if m.max_num_seqs is not None and m.max_num_batched_tokens is not None and m.max_num_seqs > m.max_num_batched_tokens:
+        # vllm/config/scheduler.py:331-336@0.33.0 (SchedulerConfig.verify_max_model_len).
+        out.append(f"{at('maxNumSeqs')}: {m.max_num_seqs} is above maxNumBatchedTokens {m.max_num_batched_tokens}, which "
+                   f"vLLM 0.33 refuses ('max_num_batched_tokens ({m.max_num_batched_tokens}) must be greater than or equal "
+                   f"to max_num_seqs ({m.max_num_seqs})'); use at most {m.max_num_batched_tokens}, or raise maxNumBatchedTokens")
     return out
 
 
 def flag_name(arg: str) -> str:
     """`--max_num_seqs=4` -> `--max-num-seqs` (vLLM accepts underscores and `=`)."""
-    name = arg.split("=", 1)[0]
-    return "--" + name[2:].replace("_", "-") if name.startswith("--") else name
+    from stacks.vllm_args import flag_name as name
+
+    return name(arg)
 
 
 def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) -> list[str]:
@@ -223,7 +215,7 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
                 problems.append(f"{at('loraModules', lora)}: LoRA name must be lowercase letters, digits and '-'")
             if path.startswith("/") or ".." in path.split("/") or not re.fullmatch(r"^[A-Za-z0-9._/-]+$", path):
                 problems.append(f"{at('loraModules', lora)}: {path!r} must be a directory inside the model cache, relative and without '..'")
-        problems += _extra_args_problems(at("extraArgs"), m.extra_args)
+        problems += _extra_args_problems(at, m)
         if m.pool is not None and m.pool not in pools:
             problems.append(f"{at('pool')}: no node pool {m.pool!r}; pools are: {', '.join(pools) or 'none (set nodes[].pool)'}")
         if m.pool is not None and m.node is not None and m.node in pool_of and pool_of[m.node] != m.pool:
