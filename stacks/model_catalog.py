@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from stacks import yaml_file
 from stacks.catalog import HfModel, ModelArch, OllamaModel
 from stacks.config import short
 from stacks.config.arch import ModelArchSpec
-from stacks.config.base import _Model
+from stacks.config.base import _Model, hf_repo_id
 from stacks.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +40,7 @@ class Quantization(_Model):
 class CatalogModel(_Model):
     repo: str
     """Hugging Face repo id."""
+    _repo = field_validator("repo")(hf_repo_id)
     name: str
     """Model family, for people."""
     arch: ModelArchSpec

@@ -200,3 +200,27 @@ def test_dra_claims_select_in_the_drivers_domain_whatever_the_device_class_is_ca
     from stacks.plan import GpuRef
     gpu = GpuRef("n", 0, 80 * 2**30, "GPU-00000000-0000-0000-0000-000000000001", None, (), device_class="a100-gpus")
     assert cel_selector(gpu) == 'device.attributes["gpu.nvidia.com"].uuid == "GPU-00000000-0000-0000-0000-000000000001"'
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 5. Model ids and cache paths: a path never becomes the server's model argument or a directory outside the cache.
+
+ARCH_3B = {"parametersB": 3, "layers": 28, "attentionHeads": 24, "kvHeads": 8, "headDim": 128, "hidden": 3072,
+           "maxPosition": 131072, "vocab": 128256}
+
+
+@pytest.mark.parametrize("repo", ["../../etc/passwd", "meta-llama/../x", "/models/llama", "a/b/c", "org/name--x"])
+def test_a_model_id_that_is_a_path_is_refused_even_with_an_inline_arch(repo):
+    problem = one(problems_of(variant(lambda r: models(r)["llama-3b"].update(model=repo, arch=ARCH_3B), "prod")),
+                  f"{V}.llama-3b.model: {repo!r} is not a Hugging Face repo id")
+    assert "<org>/<name>" in problem
+
+
+def test_the_adapter_pools_base_repo_is_checked_too():
+    one(problems_of(variant(lambda r: r["ollama"].update(vllm={"model": "../base"}), "dev")),
+        "llm-infra:ollama.vllm.model: '../base' is not a Hugging Face repo id")
+
+
+def test_a_lora_directory_outside_the_cache_is_refused():
+    one(problems_of(variant(lambda r: chat(r).update(loraDir="adapters/../../etc"), "dev")),
+        "llm-infra:ollama.adapters.chatbot.loraDir: 'adapters/../../etc' must be a path inside the model cache")

@@ -44,6 +44,20 @@ def go_duration_seconds(text: str) -> float | None:
     return -total if m.group(1) else total
 
 
+def hf_repo_id(v: str) -> str:
+    """A field validator: a Hugging Face repo id as the Hub client checks it (huggingface_hub 2.4.0
+    utils/_validators.py validate_repo_id: `org/name`, `[A-Za-z0-9._-]`, no `--` or `..`, at most 96 characters), so a
+    path (`../x`, `/models/x`) never becomes the server's model argument or a directory in the cache."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(v)
+    except HFValidationError as exc:
+        raise ValueError(f"{v!r} is not a Hugging Face repo id ({str(exc).split(':')[0]}); give <org>/<name> as the Hub "
+                         "shows it") from None
+    return v
+
+
 def key(*parts: str | int) -> str:
     """Full config key for a path: key("ollama", "adapters", "chatbot", "gpu")."""
     out = f"{PROJECT}:{parts[0]}"

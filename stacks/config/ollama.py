@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from stacks.catalog import OLLAMA_DEFAULT_IMAGE, VLLM
 from stacks.config.base import (DNS_LABEL, GO_DURATION, MAX_CPU, MAX_GIB, MAX_MIB_PER_SECOND, MAX_REPLICAS,
-                                 MAX_TOKENS, MIN_CPU, MIN_POD_GIB, GO_DURATION_MAX_SECONDS, _Model, go_duration_seconds, key)
+                                 MAX_TOKENS, MIN_CPU, MIN_POD_GIB, GO_DURATION_MAX_SECONDS, _Model, go_duration_seconds, hf_repo_id, key)
 from stacks.config.images import check_image
 from stacks.errors import MissingSecret
 from stacks.config.cluster import Node
@@ -73,16 +73,17 @@ class Adapter(OllamaServer):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     """Expected sha256 of the adapter file; checked before the model is created."""
 
-    @field_validator("file")
+    @field_validator("file", "lora_dir")
     @classmethod
-    def _relative(cls, v: str) -> str:
-        if v.startswith("/") or ".." in v.split("/"):
+    def _relative(cls, v: str | None) -> str | None:
+        if v is not None and (v.startswith("/") or ".." in v.split("/")):
             raise ValueError(f"{v!r} must be a path inside the model cache, relative and without '..'")
         return v
 
 
 class AdapterPoolVllm(_Model):
     model: str = "meta-llama/Meta-Llama-3-8B-Instruct"
+    _repo = field_validator("model")(hf_repo_id)
     """Hugging Face base the adapters were trained on (bf16 original of `baseModel`)."""
     quantization: Literal["fp8"] | None = None
     """`fp8`: vLLM quantizes the bf16 weights at load (halves them)."""

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from stacks.catalog import VLLM, VLLM_DEFAULT_IMAGE, HfModel
 from stacks.config.arch import ModelArchSpec
-from stacks.config.base import DNS_LABEL, MAX_CPU, MAX_GIB, MAX_MIB_PER_SECOND, MAX_REPLICAS, MAX_TOKENS, MIN_CPU, MIN_POD_GIB, _Model, key
+from stacks.config.base import DNS_LABEL, MAX_CPU, MAX_GIB, MAX_MIB_PER_SECOND, MAX_REPLICAS, MAX_TOKENS, MIN_CPU, MIN_POD_GIB, _Model, hf_repo_id, key
 from stacks.config.images import check_image
 from stacks.errors import MissingSecret
 
@@ -43,6 +43,7 @@ class VllmModel(_Model):
     model: str
     """Hugging Face repo id: from the model catalog, or described by `arch`; the first container arg."""
     arch: ModelArchSpec | None = None
+    _repo = field_validator("model")(hf_repo_id)
     """The model's architecture from its config.json, for a model not in the catalog (air-gapped users, new models)."""
     served_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
     """`--served-model-name` (default: the model's key); the name clients send and the metrics label."""
