@@ -177,11 +177,11 @@ def _load_all(directory: Path, schema: type[_Model], claim: str) -> list[Any]:
             problems += validation_problems(shown, schema, exc)
             continue
         name = getattr(entry, claim)
-        if name in claimed:
-            problems.append(f"{shown}: {claim}: {name!r} is described by {claimed[name]} too; one file per model (the "
+        if name.lower() in claimed:  # the Hub's repo ids (and Ollama's tags) do not tell case apart
+            problems.append(f"{shown}: {claim}: {name!r} is described by {claimed[name.lower()]} too; one file per model (the "
                             "later file would silently replace the first): delete one of them")
             continue
-        claimed[name] = shown
+        claimed[name.lower()] = shown
         entries.append(entry)
     if problems:
         raise CatalogError(problems)

@@ -280,6 +280,9 @@ def text_problem(arg: str) -> str | None:
         fix = next((f for f in (f"--{rest}", f"-{rest}") if known(flag_name(f))), f"--{rest}")
         return (f"{arg!r} starts with {unicodedata.name(arg[0], 'a dash')} (U+{ord(arg[0]):04X}), not '-': vLLM reads it "
                 f"as a value and exits with 'unrecognized arguments'; write {fix!r}")
+    if re.search(r"(^|[/=])\.\.(/|$)", arg):
+        return (f"{arg!r} holds a '..' path segment: the pod's files are the model cache and the image; give a path "
+                "inside the cache (relative to it) or the Hub repo id")
     first = arg.split()[0] if arg.strip() else ""
     if arg.startswith("-") and first != arg and "=" not in first and known(flag_name(first)):
         return (f"{arg!r} is one item holding an option and its value; vLLM reads it as a value and exits with "
@@ -340,7 +343,7 @@ def pod_problems(ns: argparse.Namespace, where: dict[str, int], pod: Pod) -> lis
         # vllm/utils/argparse_utils.py:516-673@0.33.0 (_pull_args_from_config, load_config_file: opens the YAML file).
         refuse("config", "--config reads options from a YAML file, and the pod has no such file (vLLM would stop); "
                          "give each option in extraArgs instead")
-    if given("load_format") and ns.load_format == "dummy":
+    if given("load_format") and str(ns.load_format).lower() == "dummy":  # LoadConfig lowercases it (config/load.py@0.33.0)
         # vllm/config/load.py:46@0.33.0: "dummy" initializes the weights with random values (for profiling).
         refuse("load_format", "--load-format dummy fills the weights with random values: the server would answer "
                               "with noise; drop it (the default, auto, loads the checkpoint)")

@@ -248,6 +248,14 @@ def test_a_repo_claimed_by_two_files_names_both(tmp_path, catalog_dir):
             f"{original} too; one file per model") in err
 
 
+def test_a_repo_claimed_again_in_other_letter_case_names_both(catalog_dir):
+    """The Hub does not tell repo ids apart by case: `meta-llama/llama-3.1-8b-instruct` is the same repo."""
+    original = catalog_dir / "hf" / EIGHT_B
+    (catalog_dir / "hf" / "zz-lower.yaml").write_text(original.read_text().replace("Llama-3.1-8B-Instruct", "llama-3.1-8b-instruct"))
+    with pytest.raises(model_catalog.CatalogError, match=r"zz-lower.yaml: repo: 'meta-llama/llama-3.1-8b-instruct' is described by .* too"):
+        model_catalog.hf_models()
+
+
 def test_an_ollama_tag_claimed_by_two_files_names_both(catalog_dir):
     original = catalog_dir / "ollama" / "llama3--8b.yaml"
     (catalog_dir / "ollama" / "llama3-again.yaml").write_text(original.read_text())

@@ -190,7 +190,7 @@ def test_a_host_network_master_port_on_the_kubelets_port_is_refused():
 
 def test_keda_asking_a_prometheus_in_another_namespace_is_refused():
     raw = variant(lambda r: r.update(monitoring={"namespace": "observability"}), "scale")
-    one(problems_of(raw), "llm-infra:monitoring.prometheusUrl: KEDA would ask Prometheus in namespace 'monitoring', but monitoring.namespace")
+    one(problems_of(raw), "llm-infra:monitoring.prometheusUrl: KEDA would ask the Prometheus in namespace 'monitoring', but the network policies")
     raw = variant(lambda r: r.update(monitoring={"prometheusOperator": False}), "scale")
     one(problems_of(raw), "prometheus-operated is the Service the Prometheus Operator makes")
 
@@ -224,3 +224,61 @@ def test_the_adapter_pools_base_repo_is_checked_too():
 def test_a_lora_directory_outside_the_cache_is_refused():
     one(problems_of(variant(lambda r: chat(r).update(loraDir="adapters/../../etc"), "dev")),
         "llm-infra:ollama.adapters.chatbot.loraDir: 'adapters/../../etc' must be a path inside the model cache")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Found in review: variants of the families above.
+
+@pytest.mark.parametrize("ref,expected", [
+    ("vllm/vllm-openai:v0.33.0rc1", "is a pre-release build"),
+    ("vllm/vllm-openai:v0.33.0-\u00fc", "is not a valid tag"),
+    ("vllm/vllm-openai:v0.\u0663\u0663.0", "is not a valid tag"),
+])
+def test_pre_releases_and_non_ascii_tags_are_refused(ref, expected):
+    with pytest.raises(ValueError) as exc:
+        check_image(ref, "vllm/vllm-openai:v0.33.0")
+    assert expected in str(exc.value)
+
+
+def test_another_vendors_tag_is_not_read_as_the_engines_release():
+    ngc = "nvcr.io/nvidia/vllm:25.09-py3"
+    one(problems_of(variant(lambda r: r["vllm"].update(image=ngc), "prod")), "does not say which vLLM release it holds")
+    one(problems_of(variant(lambda r: r["vllm"].update(image=ngc, acceptVersion="0.10.1"), "prod")), "vLLM 0.10.1 is older than 0.33")
+    stack_of(variant(lambda r: r["vllm"].update(image=ngc, acceptVersion="0.33.1"), "prod"))
+    stack_of(variant(lambda r: r["vllm"].update(image="registry.internal:5000/mirror/vllm/vllm-openai:v0.33.0"), "prod"))
+
+
+def test_an_unquoted_accepted_version_is_read_as_the_release_it_spells():
+    stack = stack_of(variant(lambda r: r["vllm"].update(image="vllm/vllm-openai:v0.34.0", acceptVersion=0.34), "prod"))
+    assert stack.config.vllm.accept_version == "0.34"
+
+
+def test_an_inline_arch_of_absurd_size_is_refused_not_a_traceback():
+    arch = {**ARCH_3B, "parametersB": 1e307}
+    one(problems_of(variant(lambda r: models(r)["llama-3b"].update(model="example/huge", arch=arch), "prod")),
+        f"{V}.llama-3b.arch.parametersB: Input should be less than or equal to 100000")
+
+
+def test_a_query_front_end_elsewhere_is_taken_and_the_operators_service_elsewhere_is_not():
+    stack_of(variant(lambda r: r.update(monitoring={"prometheusUrl": "http://thanos-query.thanos.svc:9090"}), "scale"))
+    one(problems_of(variant(lambda r: r.update(monitoring={"prometheusUrl": "http://prometheus-operated.other:9090"}), "scale")),
+        "KEDA would ask the Prometheus in namespace 'other'")
+
+
+def test_free_text_may_hold_windows_line_breaks_and_emoji_but_not_bidi_overrides():
+    stack_of(variant(lambda r: r["agents"]["workshop-chat"].update(description="One.\r\nTwo \U0001F469\u200d\U0001F4BB"), "prod"))
+    one(problems_of(variant(lambda r: r["agents"]["workshop-chat"].update(description="evil\u202etxt"), "prod")), "U+202E")
+
+
+def test_a_host_directory_that_merely_starts_with_lib_is_fine():
+    stack_of(variant(lambda r: r["modelCache"].update(hostPath="/library/llm-models"), "dev"))
+    one(problems_of(variant(lambda r: r["modelCache"].update(hostPath="/libx32/models"), "dev")), "is a system directory")
+
+
+def test_a_url_query_is_not_echoed():
+    def edit(r):
+        r["ingress"]["auth"] = {"mode": "oidc", "oidcUrl": "https://sso.example.edu/oauth2?token=SECRETXYZ"}
+        r.pop("apiKey", None)
+    problems = problems_of(variant(edit, "prod"))
+    one(problems, "has a query or fragment")
+    assert "SECRETXYZ" not in " ".join(problems)

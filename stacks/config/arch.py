@@ -11,25 +11,25 @@ from stacks.config.base import _Model, camel
 class ModelArchSpec(_Model):
     """A model's architecture, from its config.json, for a model the catalog does not have."""
 
-    parameters_b: float = Field(gt=0)
+    parameters_b: float = Field(gt=0, le=100_000)
     """Parameters in billions (safetensors metadata, or the model card)."""
-    layers: int = Field(ge=1)
+    layers: int = Field(ge=1, le=10_000)
     """`num_hidden_layers`."""
-    attention_heads: int = Field(ge=1)
+    attention_heads: int = Field(ge=1, le=65_536)
     """`num_attention_heads`."""
-    kv_heads: int = Field(ge=1)
+    kv_heads: int = Field(ge=1, le=65_536)
     """`num_key_value_heads` (equal to attentionHeads without grouped-query attention)."""
-    head_dim: int = Field(ge=1)
+    head_dim: int = Field(ge=1, le=65_536)
     """`head_dim`, or hidden / attentionHeads where config.json has none."""
-    hidden: int = Field(ge=1)
+    hidden: int = Field(ge=1, le=1_048_576)
     """`hidden_size`."""
-    max_position: int = Field(ge=256)
+    max_position: int = Field(ge=256, le=1 << 30)
     """`max_position_embeddings`: the trained context."""
-    vocab: int = Field(ge=1)
+    vocab: int = Field(ge=1, le=1 << 30)
     """`vocab_size`."""
-    mla_kv_dim: int = Field(default=0, ge=0)
+    mla_kv_dim: int = Field(default=0, ge=0, le=1_048_576)
     """MLA models (DeepSeek-V2/V3): `kv_lora_rank + qk_rope_head_dim`; 0 otherwise."""
-    ffn: int = Field(default=0, ge=0)
+    ffn: int = Field(default=0, ge=0, le=1 << 24)
     """`intermediate_size` (sizes LoRA slots)."""
     tied_embeddings: bool = False
     """`tie_word_embeddings`: one matrix for the embeddings and the LM head (with pipeline parallelism vLLM builds it on

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
@@ -91,7 +92,7 @@ class ModelCache(_Model):
         # normpath keeps a leading `//` (POSIX leaves two leading slashes to the system): `//etc` is `/etc` on Linux.
         path = "/" + posixpath.normpath(v).lstrip("/")
         top = path.split("/")[1]
-        if (path in SYSTEM_ROOTS or top.startswith("lib")
+        if (path in SYSTEM_ROOTS or re.fullmatch(r"lib(32|64|x32|exec)?", top)
                 or any(path == p or path.startswith(p + "/") for p in SYSTEM_DIRS)):
             raise ValueError(f"{v!r} is a system directory (or inside one); the pods would write model files into it. "
                              "Use a directory of its own such as /var/lib/llm-models")

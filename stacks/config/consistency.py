@@ -41,13 +41,14 @@ def _image_problems(cfg: StackConfig) -> list[str]:
     out: list[str] = []
     if cfg.vllm is not None and (cfg.vllm.models or (cfg.ollama is not None and cfg.ollama.engine == "vllm")):
         out += version_problems(key("vllm", "image"), key("vllm", "acceptVersion"), cfg.vllm.image, "vLLM", VLLM_RELEASES,
-                                cfg.vllm.accept_version)
+                                cfg.vllm.accept_version, ("vllm/vllm-openai",))
     if cfg.ollama is not None and cfg.ollama.engine == "ollama":
         out += version_problems(key("ollama", "image"), key("ollama", "acceptVersion"), cfg.ollama.image, "Ollama",
-                                OLLAMA_RELEASES, cfg.ollama.accept_version)
+                                OLLAMA_RELEASES, cfg.ollama.accept_version, ("ollama/ollama",))
     if cfg.llama_stack is not None:
         out += version_problems(key("llamaStack", "image"), key("llamaStack", "acceptVersion"), cfg.llama_stack.image,
-                                "Llama Stack", LLAMA_STACK_RELEASES, cfg.llama_stack.accept_version)
+                                "Llama Stack", LLAMA_STACK_RELEASES, cfg.llama_stack.accept_version,
+                                ("llamastack/distribution-",))
     return out
 
 
@@ -136,12 +137,15 @@ def _monitoring_problems(cfg: StackConfig) -> list[str]:
         return []
     mon = cfg.monitoring
     host = (urlsplit(mon.prometheus_url).hostname or "").lower()
-    parts = host.removesuffix(".cluster.local").split(".")
+    parts = host.removesuffix(".cluster.local").removesuffix(".svc").split(".")
     out = []
     at = key("monitoring", "prometheusUrl")
-    if len(parts) >= 3 and parts[-1] == "svc" and parts[-2] != mon.namespace:
-        out.append(f"{at}: KEDA would ask Prometheus in namespace {parts[-2]!r}, but monitoring.namespace (the Prometheus the "
-                   f"network policies let scrape the servers) is {mon.namespace!r}; make them agree")
+    # Only the Operator's own Service says where its Prometheus runs (it is made in the Prometheus' namespace); a
+    # Thanos, Mimir or VictoriaMetrics query front end may well live elsewhere than the Prometheus that scrapes.
+    if parts[0] == "prometheus-operated" and len(parts) == 2 and parts[1] != mon.namespace:
+        out.append(f"{at}: KEDA would ask the Prometheus in namespace {parts[1]!r}, but the network policies let only "
+                   f"monitoring.namespace {mon.namespace!r} scrape the servers, so it would never see their metrics; make "
+                   "them agree (or point prometheusUrl at a query front end such as Thanos)")
     if parts[0] == "prometheus-operated" and not mon.prometheus_operator:
         out.append(f"{at}: prometheus-operated is the Service the Prometheus Operator makes, but monitoring.prometheusOperator is "
                    "false; give your Prometheus' own Service, or turn prometheusOperator on")

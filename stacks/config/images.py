@@ -38,8 +38,13 @@ class ImageRef:
     @property
     def version(self) -> tuple[int, ...] | None:
         """The release a tag names (`v0.33.0`, `0.32.15`, `0.33.0-cu130` -> (0, 33, 0)); None for other tags."""
-        m = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+._][\w.-]*)?", self.tag or "")
-        return None if m is None else tuple(int(g) for g in m.groups() if g is not None)
+        return _release(self.tag or "")
+
+    @property
+    def prerelease(self) -> bool:
+        """`v0.33.0rc1`, `0.33.0.dev3`, `0.33.0-beta.1`: a build before the release."""
+        return re.fullmatch(r"v?\d+\.\d+(?:\.\d+)?[-.]?(?:rc|dev|a|alpha|b|beta|pre)\.?\d*(?:[-+._][\w.-]*)?", self.tag or "",
+                            re.ASCII | re.IGNORECASE) is not None
 
     def words(self) -> set[str]:
         return set(re.split(r"[-_./:]+", f"{self.path.rsplit('/', 1)[-1]}:{self.tag or ''}".lower()))
@@ -58,7 +63,7 @@ def parse_image(text: str) -> ImageRef:
     last = rest.rsplit("/", 1)[-1]
     if ":" in last:
         name, tag = rest.rsplit(":", 1)
-        if not re.fullmatch(_TAG, tag):
+        if not re.fullmatch(_TAG, tag, re.ASCII):
             raise ValueError(f"{text!r}: the tag {tag!r} is not a valid tag (letters, digits, '_', '.', '-'; at most 128)")
     first, sep, remainder = name.partition("/")
     registry = None
@@ -79,6 +84,8 @@ def check_image(text: str, example: str) -> str:
     ref = parse_image(text)
     if ref.tag is None and ref.digest is None:
         raise ValueError(f"{text!r} is not pinned; use a released tag such as {example}, or a digest (@sha256:...)")
+    if ref.digest is None and ref.prerelease:
+        raise ValueError(f"{text!r} is a pre-release build ({ref.tag!r}); use the release such as {example}")
     if ref.digest is None and ((ref.tag or "").lower() in MOVING_TAGS or ref.words() & {"nightly", "latest"}):
         raise ValueError(f"{text!r} is not pinned: {ref.tag!r} moves to new builds; use a released tag such as {example}, "
                          "or add the digest you tested (@sha256:...)")
@@ -90,21 +97,31 @@ def check_image(text: str, example: str) -> str:
 
 
 def _release(text: str) -> tuple[int, ...] | None:
-    return ImageRef(None, "", text, None).version
+    m = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+._][\w.-]*)?", text, re.ASCII)
+    return None if m is None else tuple(int(g) for g in m.groups() if g is not None)
+
+
+def release_text(v: object) -> object:
+    """A before-validator: `acceptVersion: 0.34` unquoted is a number in YAML; take it as the release it spells."""
+    return f"{v:g}" if isinstance(v, float) else str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
 def version_problems(at: str, accept_at: str, image: str, engine: str, accounted: tuple[tuple[int, int], ...],
-                     accept: str | None) -> list[str]:
+                     accept: str | None, upstream: tuple[str, ...]) -> list[str]:
     """The image's engine release against the releases the plan's accounting and flag list are built for.
 
     Older than those: refused (the plan passes flags the release lacks). Newer, or a tag that names no release (a mirror's
-    own tag, a digest alone): refused unless `accept` states the release, which takes the plan's figures for it."""
+    own tag, a digest alone, another vendor's build such as NGC's `nvcr.io/nvidia/vllm:25.09-py3`, whose tag is its own
+    date): refused unless `accept` states the release, which takes the plan's figures for it. Only the engine's own
+    repositories (`upstream`, under any registry or mirror prefix) are taken to tag by engine release."""
     want = " or ".join(".".join(map(str, r)) for r in accounted)
     try:
         ref = parse_image(image)
     except ValueError:
         return []  # the field's own check says what is wrong
-    tagged = ref.version
+    own = any(ref.path == u or ref.path.endswith("/" + u) or (u.endswith("-") and ref.path.rsplit("/", 1)[-1].startswith(u.rsplit("/", 1)[-1]))
+              for u in upstream)
+    tagged = ref.version if own else None
     stated = _release(accept) if accept is not None else None
     if accept is not None and stated is None:
         return [f"{accept_at}: {accept!r} is not a release number (e.g. {want}.0)"]

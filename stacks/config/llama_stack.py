@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 
 from stacks.catalog import EMBEDDING_MODELS, LLAMA_STACK, LLAMA_STACK_DEFAULT_IMAGE
 from stacks.config.base import DNS_LABEL, MAX_CPU, MAX_GIB, MAX_TOKENS, MIN_CPU, MIN_POD_GIB, _Model, key
-from stacks.config.images import check_image
+from stacks.config.images import check_image, release_text
 from stacks.config.vllm import hf_model
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class LlamaStack(_Model):
     """RAM in GiB requested and limited."""
 
     _pinned = field_validator("image")(lambda v: check_image(v, LLAMA_STACK_DEFAULT_IMAGE))
+    _version = field_validator("accept_version", mode="before")(release_text)
 
 
 class Agent(_Model):

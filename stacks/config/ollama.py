@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from stacks.catalog import OLLAMA_DEFAULT_IMAGE, VLLM
 from stacks.config.base import (DNS_LABEL, GO_DURATION, MAX_CPU, MAX_GIB, MAX_MIB_PER_SECOND, MAX_REPLICAS,
                                  MAX_TOKENS, MIN_CPU, MIN_POD_GIB, GO_DURATION_MAX_SECONDS, _Model, go_duration_seconds, hf_repo_id, key)
-from stacks.config.images import check_image
+from stacks.config.images import check_image, release_text
 from stacks.errors import MissingSecret
 from stacks.config.cluster import Node
 
@@ -83,7 +83,6 @@ class Adapter(OllamaServer):
 
 class AdapterPoolVllm(_Model):
     model: str = "meta-llama/Meta-Llama-3-8B-Instruct"
-    _repo = field_validator("model")(hf_repo_id)
     """Hugging Face base the adapters were trained on (bf16 original of `baseModel`)."""
     quantization: Literal["fp8"] | None = None
     """`fp8`: vLLM quantizes the bf16 weights at load (halves them)."""
@@ -95,6 +94,8 @@ class AdapterPoolVllm(_Model):
     """CPU cores per server."""
     memory_gib: float = Field(default=24, ge=MIN_POD_GIB, le=MAX_GIB)
     """RAM in GiB per server."""
+
+    _repo = field_validator("model")(hf_repo_id)
 
 
 class Ollama(_Model):
@@ -119,6 +120,7 @@ class Ollama(_Model):
     """Task adapters by name (`chatbot`, `code`, ...); each gets its own Deployment and Service."""
 
     _pinned = field_validator("image")(lambda v: check_image(v, OLLAMA_DEFAULT_IMAGE))
+    _version = field_validator("accept_version", mode="before")(release_text)
 
 
 

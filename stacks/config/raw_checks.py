@@ -2,7 +2,7 @@
 
 - Control and format characters in any string or key (`name\\n`, a zero-width space, a bidi override): they reach object
   names, labels, annotations, arguments, paths and URLs, where they either break the object or hide what it says. Only a
-  free-text `description` may hold line breaks and tabs.
+  free-text `description` may hold line breaks, tabs and the zero-width joiner of emoji sequences.
 - Numbers that are not finite (`.inf`, `.nan`, `1e400`) or lie past what Kubernetes and the engines store (int64, the
   range of Go's integers and of Kubernetes' int64 fields).
 """
@@ -22,7 +22,7 @@ FREE_TEXT = frozenset({"description"})
 
 def _bad_char(text: str, free_text: bool) -> str | None:
     for i, ch in enumerate(text):
-        if free_text and ch in "\n\t":
+        if free_text and ch in "\r\n\t\u200d":  # line breaks, tabs, and the joiner inside emoji sequences
             continue
         if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp"):
             return f"U+{ord(ch):04X} ({unicodedata.name(ch, 'control character')}) at position {i}"

@@ -51,7 +51,7 @@ def url_problem(url: str, sink: str) -> str | None:
     if port == 0:
         return f"{url!r}: port 0 is not a port; give a number from 1 to 65535"
     if "?" in url or "#" in url:
-        return (f"{url!r} has a query or fragment; the program appends paths to the URL ({sink}), which would land inside "
+        return (f"{url.split('?')[0].split('#')[0]!r}... has a query or fragment (not shown: it may hold a token); the program appends paths to the URL ({sink}), which would land inside "
                 "it: give the base URL only")
     bad = next((ch for ch in url if not SAFE.fullmatch(ch)), None)
     if bad is not None:

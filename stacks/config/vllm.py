@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from stacks.catalog import VLLM, VLLM_DEFAULT_IMAGE, HfModel
 from stacks.config.arch import ModelArchSpec
 from stacks.config.base import DNS_LABEL, MAX_CPU, MAX_GIB, MAX_MIB_PER_SECOND, MAX_REPLICAS, MAX_TOKENS, MIN_CPU, MIN_POD_GIB, _Model, hf_repo_id, key
-from stacks.config.images import check_image
+from stacks.config.images import check_image, release_text
 from stacks.errors import MissingSecret
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ class VllmModel(_Model):
     model: str
     """Hugging Face repo id: from the model catalog, or described by `arch`; the first container arg."""
     arch: ModelArchSpec | None = None
-    _repo = field_validator("model")(hf_repo_id)
     """The model's architecture from its config.json, for a model not in the catalog (air-gapped users, new models)."""
     served_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
     """`--served-model-name` (default: the model's key); the name clients send and the metrics label."""
@@ -96,6 +95,8 @@ class VllmModel(_Model):
     memory_gib: float = Field(ge=MIN_POD_GIB, le=MAX_GIB)
     """RAM in GiB requested and limited per pod (the /dev/shm volume is added on top)."""
 
+    _repo = field_validator("model")(hf_repo_id)
+
 
 class Vllm(_Model):
     image: str = VLLM_DEFAULT_IMAGE
@@ -115,6 +116,7 @@ class Vllm(_Model):
     """Models by key; each becomes a VllmModel (Deployment per replica + Service `vllm-<key>`)."""
 
     _pinned = field_validator("image")(lambda v: check_image(v, VLLM_DEFAULT_IMAGE))
+    _version = field_validator("accept_version", mode="before")(release_text)
 
 
 
