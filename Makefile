@@ -14,7 +14,7 @@ CONFIG ?=
 PYTHON312 ?= $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.12*/bin/python3.12) \
                          $(shell PYENV_VERSION=3.12.1 command -v python3.12 2>/dev/null))
 
-.PHONY: render test e2e e2e-tools docs bench clean venv test-venv catalog smoke status vllm-flags check-vllm-parser
+.PHONY: render test e2e e2e-tools docs bench clean venv test-venv catalog smoke status vllm-flags check-vllm-parser calibrate
 
 venv: $(VENV)/.installed
 test-venv: $(VENV)/.installed-test
@@ -80,6 +80,10 @@ smoke: venv
 # The stack's pods next to the plan (kubeconfig's current context; ARGS="--service-url svc=URL" for port-forwards).
 status: venv
 	@$(PY) -m tools.status --stack $(or $(STACK),dev) $(ARGS)
+
+# The plan's vLLM memory terms against published startup logs, or against your own: make calibrate LOG=<file> STACK=<stack>
+calibrate: venv
+	@$(PY) -m tools.calibrate $(if $(LOG),--log $(LOG)) $(if $(STACK),--stack $(STACK))
 
 docs: venv
 	@$(PY) -m tools.gen_docs --write

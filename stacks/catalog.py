@@ -91,6 +91,13 @@ class ModelArch:
     """Vocabulary size (config.json `vocab_size`): the sampler's logits are rows x vocab in fp32."""
     tied_embeddings: bool = False
     """config.json `tie_word_embeddings`: the LM head is the embedding matrix (one copy in the checkpoint)."""
+    experts: int = 0
+    """Routed experts of a mixture-of-experts model (config.json `num_local_experts`, `n_routed_experts` or `num_experts`);
+    0 for a dense model. MoE models profile a larger activation peak and capture larger CUDA graphs."""
+
+    @property
+    def moe(self) -> bool:
+        return self.experts > 0
 
     def lora_bytes(self, rank: int, dtype_bytes: int = 2) -> int:
         """One LoRA slot of `rank` on q, k, v, o, gate, up and down of every layer: rank x (in + out) each."""
@@ -150,15 +157,35 @@ class VllmEngine:
     block_size: int = 16
     # 4-bit weights plus an fp16 scale and a 4-bit zero per group of 128 (estimate).
     four_bit_bytes_per_parameter: float = 0.5 + (2 + 0.5) / 128
-    # Estimate of peak activations in the profile run: batched tokens x hidden x 2 B x this factor.
-    activation_factor: int = 16
-    # The sampler's profile run holds fp32 logits and their probabilities (estimate: two copies).
-    sampler_copies: int = 2
-    # Estimate: non-torch memory growing after the init snapshot (attention workspaces, all-reduce buffers),
-    # by tensor-parallel size; about 0.5 GiB alone, up to about 2 GiB at TP 4.
-    non_torch_gib_by_tp: tuple[tuple[int, float], ...] = ((1, 0.5), (2, 1.0), (4, 2.0), (8, 2.0))
-    # Estimate of the CUDA graphs' memory the engine subtracts by default (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1).
-    cudagraph_gib: float = 0.7
+    # The terms below are calibrated on published V1-engine startup logs (calibration/vllm-startup-logs.yaml, one entry
+    # per log with its source; `make calibrate` prints plan vs log term by term and tests/test_calibration.py keeps every
+    # term at or above what the logs measured and within a stated tolerance of it). The figures quoted are the logs'.
+    # Profile-run peak: the larger of the forward pass (batched tokens x hidden x 2 B x activation_factor: 1.05-1.10 GiB
+    # on the first stages of Llama-3.1-8B at 8192 tokens) and the sampler's fp32 buffers (rows x vocabulary x 4 B x
+    # sampler_copies, plus sampler_extra_gib: 1.89 GiB Llama-3.1-8B, 1.96 Llama-3.3-70B, 3.65 gemma-2-9b, 2.03
+    # Mistral-Small-24B, which track rows x vocab, not hidden); they do not add up (granite-3.1-8b: 0.85, sum 1.4).
+    activation_factor: int = 18
+    sampler_copies: int = 4
+    sampler_extra_gib: float = 0.05
+    # MoE models peak higher than that rule at 8192 batched tokens (DeepSeek-V2-Lite +0.32, Qwen3-30B-A3B +0.31,
+    # Mixtral +0.09), scaled with the batched tokens.
+    moe_activation_gib_per_8k_tokens: float = 0.35
+    # Non-torch memory growing after the init snapshot (attention workspaces, all-reduce buffers), by tensor-parallel
+    # size: 0.24-0.46 GiB at TP 1, 2.06-2.11 at TP 2, 2.13-2.21 at TP 4 (TP 8: no log yet, the TP 4 step extended);
+    # with pipeline parallelism alone (TP 1) 0.07.
+    non_torch_gib_by_tp: tuple[tuple[int, float], ...] = ((1, 0.5), (2, 2.15), (4, 2.25), (8, 2.3))
+    non_torch_gib_pipeline_only: float = 0.25
+    # CUDA graph pool (actual): 0.51-1.09 GiB for dense models up to 24B, 1.54-1.85 for 70B-class, 0.93-1.57 for MoE.
+    cudagraph_gib_dense: float = 1.15
+    cudagraph_gib_dense_large: float = 1.9
+    cudagraph_large_above_b: float = 30.0
+    cudagraph_gib_moe: float = 1.6
+    # CUDA context, NCCL communicators and cuBLAS handles each process creates before its init snapshot, outside the
+    # gpuMemoryUtilization share: 0.51 GiB on one GPU; 1.43-1.55 with TP or PP >= 2 (NCCL); 2.01-2.07 for MoE models
+    # across GPUs. Overridable (plan.vllmContextGiB).
+    context_gib_one_gpu: float = 0.55
+    context_gib_multi_gpu: float = 1.6
+    context_gib_multi_gpu_moe: float = 2.1
     # /dev/shm per tensor-parallel rank (NCCL needs >= 1 GB; docs examples 1-2 Gi; production-stack 20Gi flat).
     shm_gib_per_rank: int = 4
     # Removed in 0.33 ("unrecognized arguments"): never emitted, rejected in extraArgs.
@@ -185,9 +212,6 @@ VLLM = VllmEngine()
 VLLM_DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
 VLLM_RELEASES = ((0, 33),)
 """The vLLM releases whose flags (catalog/vllm-flags.json) and memory accounting the plan uses (major, minor)."""
-# CUDA context, NCCL communicators and cuBLAS handles each vLLM process creates before its init snapshot:
-# outside the gpuMemoryUtilization share (estimate, ~0.5 GiB). Overridable (plan.vllmContextGiB).
-DEFAULT_VLLM_CONTEXT_GIB = 0.5
 # Safety margin kept free on every GPU a vLLM server uses, and off a profiled KV cache: covers the
 # estimates above (context, non-torch, CUDA graphs, activations). Overridable (plan.vllmMarginGiB).
 DEFAULT_VLLM_MARGIN_GIB = 1.0
@@ -265,8 +289,10 @@ GPU_MODELS: dict[str, GpuModel] = {
         GpuModel("A100-80GB", 81049 * MIB, 81920,
                  "A100 80GB PCIe totalGlobalMem 81049 MiB (ekondis/mixbench#47); vLLM logs 79.32 GiB on another "
                  "A100 80GB (vllm-project/vllm-omni#276): the lower is kept"),
-        GpuModel("H100-80GB", round(79.22 * GIB), 81559,
-                 "vLLM 'total_gpu_memory (79.22GiB)' on H100-80G (vllm-project/vllm#12126); nvidia-smi 81559MiB (vllm#55169)"),
+        GpuModel("H100-80GB", round(79.18 * GIB), 81559,
+                 "vLLM 'total_gpu_memory (79.22GiB)' on H100-80G (vllm-project/vllm#12126), 79.19 GiB in every log of "
+                 "jgchn/llm-d-planner's v0.19.0 campaign and 79.18 in others: the lower is kept (calibration/); nvidia-smi "
+                 "81559MiB (vllm#55169)"),
         GpuModel("L40", round(44.40 * GIB), 46068,
                  "PyTorch 'total capacity of 44.40 GiB' on an L40 (QwenLM/Qwen3-VL#2097); nvidia-smi 46068MiB with ECC on"),
         GpuModel("L40S", round(44.42 * GIB), 46068,

@@ -91,7 +91,7 @@ class CatalogError(ConfigError):
 
 def model_arch(name: str, a: ModelArchSpec) -> ModelArch:
     return ModelArch(name, a.parameters_b, a.layers, a.attention_heads, a.kv_heads, a.head_dim, a.hidden, a.max_position,
-                     mla_kv_dim=a.mla_kv_dim, ffn=a.ffn, vocab=a.vocab, tied_embeddings=a.tied_embeddings)
+                     mla_kv_dim=a.mla_kv_dim, ffn=a.ffn, vocab=a.vocab, tied_embeddings=a.tied_embeddings, experts=a.experts)
 
 
 def hf_model_of(entry: CatalogModel) -> HfModel:

@@ -41,20 +41,26 @@ class RankMemory:
     """ceil(total x gpuMemoryUtilization): the engine's `requested_memory`."""
     weights_bytes: int
     activation_bytes: int
-    """Profile forward pass at max_num_batched_tokens (estimate)."""
+    """Profile forward pass at max_num_batched_tokens (calibrated)."""
     sampler_bytes: int
-    """fp32 logits (and probabilities) for min(tokens, max_num_seqs) rows x vocabulary."""
+    """The sampler's fp32 buffers for min(tokens, max_num_seqs) rows x vocabulary (calibrated)."""
     non_torch_bytes: int
-    """Memory outside torch's allocator that grows during load and profiling (estimate)."""
+    """Memory outside torch's allocator that grows during load and profiling (calibrated)."""
     cudagraph_bytes: int
-    """The CUDA-graph estimate the engine subtracts by default (estimate)."""
+    """The CUDA graph pool (calibrated on the logs' actual figure)."""
     lora_bytes: int = 0
     """LoRA slots; every rank holds its own copy."""
+    moe_bytes: int = 0
+    """What an MoE model's profile run peaks above the dense rule (calibrated)."""
+
+    @property
+    def peak_bytes(self) -> int:
+        """The profile run's peak: the forward pass and the sampler run one after the other, so the larger of the two."""
+        return max(self.activation_bytes, self.sampler_bytes) + self.moe_bytes
 
     @property
     def non_kv_bytes(self) -> int:
-        return (self.weights_bytes + self.activation_bytes + self.sampler_bytes + self.non_torch_bytes
-                + self.cudagraph_bytes + self.lora_bytes)
+        return self.weights_bytes + self.peak_bytes + self.non_torch_bytes + self.cudagraph_bytes + self.lora_bytes
 
     @property
     def kv_bytes(self) -> int:
@@ -75,15 +81,32 @@ def batch_defaults(capacity_bytes: int, gpu_name: str) -> tuple[int, int]:
     return 2048, 256
 
 
-def non_torch_bytes(tp: int) -> int:
-    """Estimate: about 0.5 GiB on one GPU, growing with the all-reduce buffers of tensor parallelism."""
+def non_torch_bytes(tp: int, pp: int = 1) -> int:
+    """About 0.5 GiB on one GPU, over 2 GiB with the all-reduce buffers of tensor parallelism, little with pipeline
+    parallelism alone (calibrated)."""
+    if tp == 1 and pp > 1:
+        return round(VLLM.non_torch_gib_pipeline_only * GIB)
     table = dict(VLLM.non_torch_gib_by_tp)
     return round(table.get(tp, max(table.values())) * GIB)
 
 
+def context_gib(tp: int, pp: int, moe: bool) -> float:
+    """CUDA context, NCCL and cuBLAS outside the share (calibrated): more once NCCL joins GPUs, most for MoE models."""
+    if tp * pp == 1:
+        return VLLM.context_gib_one_gpu
+    return VLLM.context_gib_multi_gpu_moe if moe else VLLM.context_gib_multi_gpu
+
+
+def cudagraph_gib(arch: ModelArch) -> float:
+    """The CUDA graph pool (calibrated): by model size, MoE models apart."""
+    if arch.moe:
+        return VLLM.cudagraph_gib_moe
+    return VLLM.cudagraph_gib_dense_large if arch.parameters_b > VLLM.cudagraph_large_above_b else VLLM.cudagraph_gib_dense
+
+
 def rank_memory(hf: HfModel, weights_bytes: int, tp: int, util: float, capacity_bytes: int, gpu_name: str,
                 max_num_batched_tokens: int | None, max_num_seqs: int | None, context_bytes: int,
-                lora_bytes: int = 0, last_stage: bool = True) -> RankMemory:
+                lora_bytes: int = 0, last_stage: bool = True, pp: int = 1) -> RankMemory:
     """`weights_bytes`: what the rank's stage holds over its `tp` GPUs. `last_stage`: the sampler's profile run happens
     on the last pipeline stage only (`_dummy_sampler_run` needs the logits)."""
     arch: ModelArch = hf.arch
@@ -95,10 +118,11 @@ def rank_memory(hf: HfModel, weights_bytes: int, tp: int, util: float, capacity_
         share_bytes=math.ceil(capacity_bytes * util),
         weights_bytes=math.ceil(weights_bytes / tp),
         activation_bytes=tokens * arch.hidden * 2 * VLLM.activation_factor,
-        sampler_bytes=rows * arch.vocab * 4 * VLLM.sampler_copies if last_stage else 0,
-        non_torch_bytes=non_torch_bytes(tp),
-        cudagraph_bytes=round(VLLM.cudagraph_gib * GIB),
+        sampler_bytes=rows * arch.vocab * 4 * VLLM.sampler_copies + round(VLLM.sampler_extra_gib * GIB) if last_stage else 0,
+        non_torch_bytes=non_torch_bytes(tp, pp),
+        cudagraph_bytes=round(cudagraph_gib(arch) * GIB),
         lora_bytes=lora_bytes,
+        moe_bytes=round(VLLM.moe_activation_gib_per_8k_tokens * GIB * tokens / 8192) if arch.moe else 0,
     )
 
 

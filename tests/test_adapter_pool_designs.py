@@ -19,10 +19,12 @@ LORA = 32 * 16 * (2 * 8192 + 2 * 5120 + 3 * 18432) * 2
 
 
 def overhead(rows: int) -> int:
-    """vLLM's accounting (stacks/vllm_memory.py), everything but weights, LoRA and KV: the context outside the
-    share (0.5 GiB), the profile forward (2048 tokens x 4096 x 2 B x 16), the sampler (min(2048, maxNumSeqs) rows x
-    128256 vocab x 4 B x 2), non-torch memory (0.5 GiB at TP 1) and the CUDA-graph estimate (0.7 GiB)."""
-    return GiB // 2 + 2048 * 4096 * 2 * 16 + rows * 128256 * 4 * 2 + GiB // 2 + round(0.7 * GiB)
+    """vLLM's accounting (stacks/vllm_memory.py, calibrated on startup logs), everything but weights, LoRA and KV: the
+    context outside the share on one GPU (0.55 GiB); the profile peak, the larger of the forward pass (2048 tokens x 4096
+    x 2 B x 18) and the sampler (min(2048, maxNumSeqs) rows x 128256 vocab x 4 B x 4, plus 0.05 GiB); non-torch memory
+    (0.5 GiB at TP 1) and the CUDA graphs of a dense 8B model (1.15 GiB)."""
+    peak = max(2048 * 4096 * 2 * 18, rows * 128256 * 4 * 4 + round(0.05 * GiB))
+    return round(0.55 * GiB) + peak + GiB // 2 + round(1.15 * GiB)
 
 
 OVERHEAD = overhead(14)  # GPU 0: base 2 + chatbot 12 slots = maxNumSeqs 14

@@ -69,6 +69,7 @@ def entry_from_config(repo: str, config: dict[str, Any], parameter_count: dict[s
         notes.append(f"sliding window of {window} tokens: the plan sizes every layer for the full context (an upper bound)")
     experts = cfg.get("num_local_experts") or cfg.get("n_routed_experts") or cfg.get("num_experts")
     if experts:
+        arch["experts"] = int(experts)
         active = cfg.get("num_experts_per_tok")
         notes.append(f"MoE: {experts} experts{f', {active} active per token' if active else ''}; all experts' weights are resident")
 
@@ -109,7 +110,7 @@ def entry_from_config(repo: str, config: dict[str, Any], parameter_count: dict[s
 
 
 def _arch_order(item: tuple[str, Any]) -> int:
-    order = ["parametersB", "layers", "attentionHeads", "kvHeads", "headDim", "hidden", "maxPosition", "vocab", "mlaKvDim", "ffn", "tiedEmbeddings", "gated"]
+    order = ["parametersB", "layers", "attentionHeads", "kvHeads", "headDim", "hidden", "maxPosition", "vocab", "mlaKvDim", "ffn", "tiedEmbeddings", "experts", "gated"]
     return order.index(item[0])
 
 

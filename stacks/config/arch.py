@@ -34,6 +34,8 @@ class ModelArchSpec(_Model):
     tied_embeddings: bool = False
     """`tie_word_embeddings`: one matrix for the embeddings and the LM head (with pipeline parallelism vLLM builds it on
     the first and the last stage)."""
+    experts: int = Field(default=0, ge=0, le=65_536)
+    """Routed experts of a mixture-of-experts model (`num_local_experts`, `n_routed_experts` or `num_experts`); 0 if dense."""
     gated: bool = False
     """The repo is gated on Hugging Face (needs hfToken)."""
 

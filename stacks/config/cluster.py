@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
-from stacks.catalog import GPU_MODELS, OLLAMA, DEFAULT_CUDA_CONTEXT_GIB, DEFAULT_VLLM_CONTEXT_GIB, DEFAULT_VLLM_MARGIN_GIB
+from stacks.catalog import GPU_MODELS, OLLAMA, DEFAULT_CUDA_CONTEXT_GIB, DEFAULT_VLLM_MARGIN_GIB
 from stacks.config.base import DNS_LABEL, DNS_SUBDOMAIN, GPU_UUID, MAX_CPU, MAX_GIB, MIN_CPU, MIN_POD_GIB, PCI_BUS_ID, QUANTITY, key, _Model
 
 if TYPE_CHECKING:
@@ -114,8 +114,10 @@ class Plan(_Model):
     """`LLAMA_ARG_FIT_TARGET` on every Ollama pod: llama-server keeps this much of its GPU free, offloading layers to the CPU otherwise; the plan checks each pod loads within free memory minus it."""
     ollama_whole_load_rule: bool = False
     """Stricter policy: also require Ollama's multi-GPU rule (prediction at most 80 % of the memory free at load), which Ollama itself skips for a server that sees one GPU."""
-    vllm_context_gib: float = Field(default=DEFAULT_VLLM_CONTEXT_GIB, ge=0, le=64)
-    """Per vLLM process and GPU: CUDA context, NCCL and cuBLAS, created before vLLM measures, so outside gpuMemoryUtilization."""
+    vllm_context_gib: float | None = Field(default=None, ge=0, le=64)
+    """Per vLLM process and GPU: CUDA context, NCCL and cuBLAS, created before vLLM measures, so outside gpuMemoryUtilization.
+    Default: calibrated on published startup logs, 0.55 GiB on one GPU, 1.6 with tensor or pipeline parallelism, 2.1 for
+    an MoE model across GPUs (`make calibrate`); set it to override every model's."""
     vllm_margin_gib: float = Field(default=DEFAULT_VLLM_MARGIN_GIB, ge=0, le=64)
     """Kept free on every GPU a vLLM server uses (and off a profiled KV cache) for the accounting's estimates."""
 

@@ -6,7 +6,7 @@ import hashlib
 
 from dataclasses import dataclass, field
 
-from stacks.catalog import GIB, GPU_MODELS, OLLAMA, VLLM, HfModel
+from stacks.catalog import GIB, GPU_MODELS, OLLAMA, VLLM, HfModel, ModelArch
 from stacks.config import Adapter, Gpu, Node, OllamaServer, VllmModel, key
 from stacks.vllm_memory import KvBlocks, RankMemory
 
@@ -182,15 +182,7 @@ class VllmWorkload:
     def stage_weights_bytes(self, stage: int) -> int:
         """The weights one stage holds (all its GPUs): its layers' share of the body, the embeddings on the first stage and
         the LM head on the last (vllm/model_executor/models/llama.py builds them only there). One stage: the whole checkpoint."""
-        pp = self.spec.pipeline_parallel
-        if pp == 1:
-            return self.weights_bytes
-        # 16-bit: no quantization method here touches embeddings or head. The checkpoint holds one matrix when they are
-        # tied, but vLLM builds it on the first stage and again on the last (models/llama.py, is_last_rank and tied).
-        edge = self.hf.arch.vocab * self.hf.arch.hidden * 2
-        body = max(0, self.weights_bytes - (1 if self.hf.arch.tied_embeddings else 2) * edge)
-        first, last = self.stages[stage]
-        return round(body * (last - first) / self.hf.arch.layers) + (edge if stage == 0 else 0) + (edge if stage == pp - 1 else 0)
+        return stage_weights_bytes(self.weights_bytes, self.hf.arch, self.spec.pipeline_parallel, stage)
 
     def kv_bytes_per_token_of(self, stage: int) -> int:
         """KV bytes one GPU of a stage holds per token: its layers' K and V heads over tensorParallel."""
@@ -240,6 +232,19 @@ class VllmWorkload:
         return self.blocks.pinned_bytes if self.pinned and self.blocks is not None else None
 
 
+def stage_weights_bytes(weights_bytes: int, arch: ModelArch, pp: int, stage: int) -> int:
+    """The weights one pipeline stage holds (all its GPUs): its layers' share of the body, the embeddings on the first
+    stage and the LM head on the last (vllm/model_executor/models/llama.py builds them only there)."""
+    if pp == 1:
+        return weights_bytes
+    # 16-bit: no quantization method here touches embeddings or head. The checkpoint holds one matrix when they are
+    # tied, but vLLM builds it on the first stage and again on the last (models/llama.py, is_last_rank and tied).
+    edge = arch.vocab * arch.hidden * 2
+    body = max(0, weights_bytes - (1 if arch.tied_embeddings else 2) * edge)
+    first, last = stage_layers(arch.layers, pp)[stage]
+    return round(body * (last - first) / arch.layers) + (edge if stage == 0 else 0) + (edge if stage == pp - 1 else 0)
+
+
 def dtype_bytes(dtype: str) -> int:
     return 4 if dtype in ("float", "float32") else 2
 
@@ -253,7 +258,10 @@ def vllm_weights_bytes(spec: VllmModel, hf: HfModel) -> int:
         unq = hf.unquantized_parameters_b * 1e9
         return round(unq * 2 + (params - unq))
     if spec.quantization is not None and spec.quantization.startswith("fp8"):
-        return round(params)
+        # Online FP8 quantizes the linear layers; the embeddings and the LM head stay 16 bit (Llama-3.1-8B: 8.49 GiB
+        # loaded with --quantization fp8, calibration/vllm-startup-logs.yaml lld-llama31-8b-fp8-tp1).
+        edge = hf.arch.vocab * hf.arch.hidden * (1 if hf.arch.tied_embeddings else 2)
+        return round(params + min(edge, params))
     return round(params * dtype_bytes(spec.dtype))
 
 

@@ -7,7 +7,7 @@ from stacks.config import Adapter, OllamaServer, StackConfig, VllmModel, key, no
 from stacks.plan.model import (RESERVED_MARK, GpuPlan, GpuRef, NodePlan, OllamaWorkload, PodVram, Plan, PoolDesign,
                                servers_on, vllm_weights_bytes)
 from stacks.model_catalog import hf_models, ollama_models
-from stacks.vllm_memory import rank_memory
+from stacks.vllm_memory import context_gib, rank_memory
 
 
 RESERVED = RESERVED_MARK
@@ -88,7 +88,8 @@ def pool_designs(cfg: StackConfig, ollama: list[OllamaWorkload]) -> list[PoolDes
 
 def _design_overhead(cfg: StackConfig, hf: HfModel, gpu: GpuRef, slots: int) -> int:
     """Everything of the GPU's one vLLM server (maxNumSeqs = slots) but weights, LoRA slots and KV cache (stacks/vllm_memory.py)."""
-    m = rank_memory(hf, 0, 1, 1.0, gpu.capacity_bytes, gpu.model, None, slots, round(cfg.plan.vllm_context_gib * GIB))
+    context = cfg.plan.vllm_context_gib if cfg.plan.vllm_context_gib is not None else context_gib(1, 1, hf.arch.moe)
+    m = rank_memory(hf, 0, 1, 1.0, gpu.capacity_bytes, gpu.model, None, slots, round(context * GIB))
     return m.context_bytes + m.non_kv_bytes
 
 

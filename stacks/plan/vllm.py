@@ -11,7 +11,7 @@ from stacks.config.vllm import hf_model
 from stacks.plan.model import (RESERVED_MARK, GpuPlan, GpuRef, NodePlan, Plan, VllmRank, VllmShare, VllmWorkload,
                                gpu_capacity_bytes, listing, max_replicas, shm_gib)
 from stacks.plan.multinode import place_group
-from stacks.vllm_memory import RankMemory, kv_blocks, rank_memory
+from stacks.vllm_memory import RankMemory, context_gib, kv_blocks, rank_memory
 
 
 def _vllm_replicas(models: dict[str, tuple[tuple[str, ...], VllmModel]]) -> list[VllmWorkload]:
@@ -33,14 +33,19 @@ def _may_run(w: VllmWorkload, node: Node) -> bool:
 
 @dataclass(frozen=True)
 class VllmAllowances:
-    """plan.vllmContextGiB and plan.vllmMarginGiB in bytes."""
+    """plan.vllmContextGiB (None: calibrated per model) and plan.vllmMarginGiB in bytes."""
 
-    context_bytes: int
+    context_override: int | None
     margin_bytes: int
+
+    def context(self, w: VllmWorkload) -> int:
+        if self.context_override is not None:
+            return self.context_override
+        return round(context_gib(w.spec.tensor_parallel, w.spec.pipeline_parallel, w.hf.arch.moe) * GIB)
 
 
 def _footprint(w: VllmWorkload, g: GpuPlan, allow: VllmAllowances) -> int:
-    return math.ceil(w.spec.gpu_memory_utilization * g.gpu.capacity_bytes) + allow.context_bytes
+    return math.ceil(w.spec.gpu_memory_utilization * g.gpu.capacity_bytes) + allow.context(w)
 
 
 def _fit(w: VllmWorkload, node: Node, gpus: dict[str, list[GpuPlan]], pinned: list[int] | None,
@@ -66,12 +71,13 @@ def _rank_memory(w: VllmWorkload, g: GpuPlan, allow: VllmAllowances, stage: int 
     lora = w.hf.arch.lora_bytes(w.spec.max_lora_rank or VLLM.default_max_lora_rank) * loras if loras else 0
     return rank_memory(w.hf, w.stage_weights_bytes(stage), w.spec.tensor_parallel, w.spec.gpu_memory_utilization,
                        g.gpu.capacity_bytes, g.gpu.model, w.spec.max_num_batched_tokens, w.spec.max_num_seqs,
-                       allow.context_bytes, lora, last_stage=stage == w.spec.pipeline_parallel - 1)
+                       allow.context(w), lora, last_stage=stage == w.spec.pipeline_parallel - 1, pp=w.spec.pipeline_parallel)
 
 
 def place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan], nodes: dict[str, NodePlan],
                 models: dict[str, tuple[tuple[str, ...], VllmModel]]) -> None:
-    allow = VllmAllowances(round(cfg.plan.vllm_context_gib * GIB), round(cfg.plan.vllm_margin_gib * GIB))
+    override = cfg.plan.vllm_context_gib
+    allow = VllmAllowances(None if override is None else round(override * GIB), round(cfg.plan.vllm_margin_gib * GIB))
     plan.vllm_margin_bytes = allow.margin_bytes
     unplaced: list[VllmWorkload] = []
     exclusive = cfg.gpu_sharing.mode == "exclusive"
@@ -220,11 +226,11 @@ def _unplaced_problems(cfg: StackConfig, unplaced: list[VllmWorkload], gpus: dic
         node = next(n for n in cfg.nodes if _may_run(w, n))
         free = ", ".join(f"{g.gpu.index}: {g.free_bytes / GIB:.2f}{_holders(g)}" for (n, _), g in gpus.items() if n == node.name)
         where = "its pinned GPUs" if w.spec.gpus else f"{w.spec.tensor_parallel} GPU(s) of one node"
-        need = w.spec.gpu_memory_utilization * gpu_capacity_bytes(node.gpus[0]) + allow.context_bytes if node.gpus else 0
+        need = w.spec.gpu_memory_utilization * gpu_capacity_bytes(node.gpus[0]) + allow.context(w) if node.gpus else 0
         out.append(
             f"{key(*w.config_path)}: no room for {listing([x.deployment_name for x in group])}"
             f"{f' ({len(group)} of its {w.spec.replicas} replicas)' if len(group) > 1 else ''}: each needs {w.spec.gpu_memory_utilization:g} of {where} "
-            f"plus its {allow.context_bytes / GIB:.2f} GiB context ({need / GIB:.2f} GiB each), and every GPU keeps a "
+            f"plus its {allow.context(w) / GIB:.2f} GiB context ({need / GIB:.2f} GiB each), and every GPU keeps a "
             f"{allow.margin_bytes / GIB:.2f} GiB margin; free GiB per GPU on node {node.name}: {free or 'no GPUs'}"
         )
     # How many more GPUs like the node's largest would place what is left (same packing rule), on the first node the

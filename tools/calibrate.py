@@ -1,0 +1,154 @@
+"""`make calibrate`: the plan's vLLM memory terms next to published startup logs, term by term, with the deviations.
+
+    make calibrate                       every entry of calibration/vllm-startup-logs.yaml
+    make calibrate LOG=<file> [STACK=s]  your own vLLM startup log against the stack's pod that serves its model
+
+A log is read as vLLM's V1 engine prints it (0.17 and later: "Model loading took", "Memory profiling takes ... torch
+peak memory increase ... non-torch forward increase memory", "CUDA graph pool memory: X GiB (actual)", "worker init
+memory snapshot: ... free_memory=..., total_memory=..."). A log without those lines, of another engine or version, or of
+a model no pod of the stack serves is refused with what is missing: nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import sys
+from pathlib import Path
+
+from stacks.calibration import TERMS, TOLERANCE_GIB, WEIGHTS_TOLERANCE, FROM_VERSION, Row, compare, entries
+from stacks.catalog import GIB
+from stacks.plan.report import text_table
+
+LINES = {
+    "weights_gib": r"Model loading took ([\d.]+) GiB",
+    "activation_peak_gib": r"torch peak memory increase: ([\d.]+)GiB",
+    "non_torch_gib": r"non-torch forward increase memory: ([\d.]+)GiB",
+    "cudagraph_gib": r"CUDA graph pool memory: ([\d.]+) GiB \(actual\)",
+}
+SNAPSHOT = r"init memory snapshot: .*?free_memory=([\d.]+)GiB, total_memory=([\d.]+)GiB"
+VERSION = r"Initializing a V1 LLM engine \(v([\d.]+)[^)]*\)"
+ARGS = r"non-default args: (\{.*\})"
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def table(rows: list[tuple[str, list[Row]]]) -> str:
+    out = [("log", "term", "plan GiB", "log GiB", "plan - log", "")]
+    for name, terms in rows:
+        for r in terms:
+            if r.log_gib is None or r.plan_gib is None:
+                continue
+            out.append((name, r.term, _fmt(r.plan_gib), _fmt(r.log_gib), "-" if r.deviation is None else f"{r.deviation:+.2f}", r.verdict))
+    return text_table(out, left=2, right=[2, 3, 4])
+
+
+class LogError(Exception):
+    pass
+
+
+def parse_log(text: str) -> dict:
+    """The settings and per-GPU figures of one vLLM V1 startup log (the first worker's)."""
+    version = re.search(VERSION, text)
+    if version is None:
+        raise LogError("no 'Initializing a V1 LLM engine (vX.Y.Z)' line: not a vLLM V1 engine start-up log (vLLM 0.17 or later "
+                       "at the default log level)")
+    release = tuple(int(p) for p in version.group(1).split(".")[:2])
+    if release < FROM_VERSION:
+        raise LogError(f"vLLM {version.group(1)} profiles differently (its activation figure was about 2.5 x today's); the plan "
+                       f"is calibrated on {'.'.join(map(str, FROM_VERSION))} and later")
+    measured = {}
+    missing = []
+    for key_, pattern in LINES.items():
+        m = re.search(pattern, text)
+        if m is None:
+            missing.append(pattern.split("(")[0].strip().rstrip(":"))
+        else:
+            measured[key_] = float(m.group(1))
+    if missing:
+        raise LogError(f"the log has no {', '.join(repr(x) for x in missing)} line: start vLLM with VLLM_LOGGING_LEVEL=DEBUG "
+                       "and without --enforce-eager, and give the whole start-up log")
+    snap = re.search(SNAPSHOT, text)
+    args_line = re.search(ARGS, text)
+    if args_line is None:
+        raise LogError("no 'non-default args:' line: give the log from the server's first line")
+    try:
+        args = ast.literal_eval(args_line.group(1))
+    except (ValueError, SyntaxError):
+        raise LogError("the 'non-default args:' line cannot be read") from None
+    tokens = re.search(r"max_num_batched_tokens[ =]+(\d+)", text)
+    seqs = re.search(r"max_num_seqs to (\d+)|'max_num_seqs': (\d+)", text)
+    return {
+        "vllm_version": version.group(1), "model": args.get("model") or args.get("model_tag"),
+        "tensor_parallel": int(args.get("tensor_parallel_size", 1)), "pipeline_parallel": int(args.get("pipeline_parallel_size", 1)),
+        "max_num_batched_tokens": int(tokens.group(1)) if tokens else None,
+        "max_num_seqs": int(next(g for g in seqs.groups() if g)) if seqs else None,
+        "cuda_total_gib": float(snap.group(2)) if snap else None,
+        "context_gib": round(float(snap.group(2)) - float(snap.group(1)), 2) if snap else None,
+        "measured": measured,
+    }
+
+
+def from_log(path: Path, stack: str) -> int:
+    from stacks.calibration import Entry
+    from stacks.loader import stack_from
+    from tools.offline import stack_config
+
+    try:
+        got = parse_log(path.read_text(errors="replace"))
+    except LogError as exc:
+        print(f"calibrate: {path}: {exc}", file=sys.stderr)
+        return 2
+    config, _ = stack_config(stack)  # what the program reads: Pulumi.yaml defaults, the stack file, secret placeholders
+    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in config.items() if k.startswith("llm-infra:")}
+    cfg = stack_from(raw, frozenset(f"llm-infra:{k}" for k in ("hfToken", "apiKey"))).config
+    ours = {k: m for k, m in (cfg.vllm.models.items() if cfg.vllm else []) if m.model == got["model"]}
+    if not ours:
+        served = ", ".join(sorted({m.model for m in cfg.vllm.models.values()})) if cfg.vllm else "none"
+        print(f"calibrate: {path}: the log serves {got['model']}, which no vLLM model of stack {stack} serves ({served})", file=sys.stderr)
+        return 2
+    key_, spec = next(iter(sorted(ours.items())))
+    if (spec.tensor_parallel, spec.pipeline_parallel) != (got["tensor_parallel"], got["pipeline_parallel"]):
+        print(f"calibrate: {path}: the log runs TP {got['tensor_parallel']} PP {got['pipeline_parallel']}, the stack's "
+              f"{key_} TP {spec.tensor_parallel} PP {spec.pipeline_parallel}: the terms would not compare", file=sys.stderr)
+        return 2
+    from stacks.model_catalog import hf_models
+    entry = Entry(id=path.stem, source=str(path), vllm_version=got["vllm_version"], engine="V1", gpu="",
+                  model=got["model"], arch_from=got["model"] if got["model"] in hf_models() else None, same_checkpoint=True,
+                  moe=bool(hf_models()[got["model"]].arch.moe) if got["model"] in hf_models() else False,
+                  parameters_b=hf_models()[got["model"]].arch.parameters_b if got["model"] in hf_models() else 0.0,
+                  quantization=spec.quantization, tensor_parallel=got["tensor_parallel"], pipeline_parallel=got["pipeline_parallel"],
+                  max_num_batched_tokens=got["max_num_batched_tokens"], max_num_seqs=got["max_num_seqs"],
+                  measured=got["measured"], context_gib=got["context_gib"])
+    print(f"{path}: vLLM {got['vllm_version']}, {got['model']} TP {got['tensor_parallel']} PP {got['pipeline_parallel']}, "
+          f"GPU total {_fmt(got['cuda_total_gib'])} GiB; stack {stack}'s vllm.models.{key_}")
+    print(table([(path.stem, compare(entry))]))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="make calibrate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--log", type=Path, help="a vLLM startup log of your own")
+    ap.add_argument("--stack", default="prod")
+    args = ap.parse_args(argv)
+    if args.log is not None:
+        return from_log(args.log, args.stack)
+    rows = [(e.id, compare(e)) for e in entries()]
+    print(f"The plan's vLLM terms against {len(rows)} published startup logs (calibration/vllm-startup-logs.yaml; per GPU, "
+          "the last pipeline stage's)")
+    print(table(rows))
+    bad = [(n, r) for n, rs in rows for r in rs if r.verdict in ("UNDER", "OVER")]
+    tol = ", ".join(f"{t} +{v:g}" for t, v in TOLERANCE_GIB.items())
+    print(f"\nUNDER: the plan is below the log (the pod would not start, or squeeze its neighbours); OVER: more than the "
+          f"tolerance above it ({tol} GiB; weights within {WEIGHTS_TOLERANCE:.0%}). Terms: {', '.join(TERMS)}; a term the "
+          f"log does not print, or that needs an architecture the catalog lacks, is left out.")
+    print(f"{len(bad)} term(s) out of tolerance" if bad else "every term within tolerance")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
