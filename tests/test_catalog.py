@@ -67,10 +67,12 @@ COUNTS = {  # parameter counts handed to the stand-in hub (round figures from th
      {"layers": 32, "attentionHeads": 32, "kvHeads": 8, "headDim": 128, "maxPosition": 131072, "parametersB": 8.03}),
     ("qwen2.5-7b-instruct", "Qwen/Qwen2.5-7B-Instruct",
      {"layers": 28, "attentionHeads": 28, "kvHeads": 4, "headDim": 128, "maxPosition": 32768, "vocab": 152064}),
-    ("mixtral-8x7b-instruct-v0.1", "mistralai/Mixtral-8x7B-Instruct-v0.1", {"kvHeads": 8, "ffn": 14336, "parametersB": 46.7}),
+    ("mixtral-8x7b-instruct-v0.1", "mistralai/Mixtral-8x7B-Instruct-v0.1",
+     {"kvHeads": 8, "ffn": 14336, "parametersB": 46.7, "experts": 8}),  # num_local_experts
     ("gemma-2-9b-it", "google/gemma-2-9b-it", {"headDim": 256, "kvHeads": 8, "layers": 42, "vocab": 256000}),
-    ("deepseek-v2-lite", "deepseek-ai/DeepSeek-V2-Lite", {"mlaKvDim": 576, "layers": 27, "maxPosition": 163840}),
-    ("mixtral-instruct-awq", "casperhansen/mixtral-instruct-awq", {"kvHeads": 8, "parametersB": 46.7}),
+    ("deepseek-v2-lite", "deepseek-ai/DeepSeek-V2-Lite",
+     {"mlaKvDim": 576, "layers": 27, "maxPosition": 163840, "experts": 64}),  # n_routed_experts
+    ("mixtral-instruct-awq", "casperhansen/mixtral-instruct-awq", {"kvHeads": 8, "parametersB": 46.7, "experts": 8}),
 ])
 def test_entries_from_config_json(name, repo, expected):
     entry = catalog.entry_from_config(repo, fixture(name), COUNTS[name], gated=repo.startswith("meta-llama/"))
@@ -140,9 +142,15 @@ def test_make_catalog_adds_qwen_and_a_stack_renders_it_with_its_kv(tmp_path, mon
     w = next(x for x in plan_of(variant(with_qwen, "lab")).vllm if x.key == "qwen-7b")
     assert w.kv_bytes_per_token_per_rank == 2 * 28 * 4 * 128 * 2
     share = math.ceil(round(44.40 * GiB) * 0.9)  # an L40, as CUDA reports it, x gpuMemoryUtilization
-    peak = 2048 * 3584 * 2 * 16 + 256 * 152064 * 4 * 2  # profile forward + fp32 sampler logits
-    assert w.kv_budget_bytes_per_rank == share - math.ceil(7.61e9 * 2) - peak - GiB // 2 - round(0.7 * GiB)
-    assert w.max_full_context_seqs == 13
+    # Profile peak: the larger of the forward pass (2048 batched tokens x hidden 3584 x 2 B x 18: 0.25 GiB) and the
+    # sampler's fp32 buffers (256 rows x vocab 152064 x 4 B x 4, + 0.05 GiB: 0.63 GiB); the sampler's is larger.
+    peak = max(2048 * 3584 * 2 * 18, 256 * 152064 * 4 * 4 + round(0.05 * GiB))
+    # Less the weights (7.61 B x 2 B), non-torch memory at TP 1 (0.5 GiB) and the CUDA graphs of a dense model <= 30B (1.15 GiB).
+    assert w.kv_budget_bytes_per_rank == share - math.ceil(7.61e9 * 2) - peak - GiB // 2 - round(1.15 * GiB)
+    # Alone on GPU 3, vLLM profiles: the budget less the 1 GiB margin, in blocks of 16 x 56 KiB, one null block held
+    # back, over 2048 blocks per 32768-token sequence: (25.24e9 - 1 GiB) // 917504 - 1 = 26334 blocks, 12.86 sequences
+    # (13 with the old, smaller terms).
+    assert w.max_full_context_seqs == 12
 
 
 def test_make_catalog_reports_a_failure_in_one_line(tmp_path, monkeypatch, capsys):

@@ -1,13 +1,15 @@
 """vLLM plan figures against hand computation from vLLM 0.33.0's own accounting (stacks/vllm_memory.py).
 
-Per rank, on a GPU whose total is what CUDA reports (A100-80GB: 81049 MiB; L40: 44.40 GiB):
-  outside the share  context 0.5 GiB (estimate)
+Per rank, on a GPU whose total is what CUDA reports (A100-80GB: 81049 MiB; L40: 44.40 GiB), with the terms calibrated
+on published vLLM startup logs (calibration/vllm-startup-logs.yaml, stacks/catalog.py VllmEngine):
+  outside the share  context 0.55 GiB on one GPU, 1.6 GiB with TP or PP >= 2 (2.1 for an MoE model across GPUs)
   share              ceil(total x gpuMemoryUtilization)                 (v1/worker/utils.py:724)
   weights            parameters x 2 B (bf16), / tensor parallel
-  profile peak       max_num_batched_tokens (2048 on A100/L40) x hidden x 2 B x 16 (estimate)
-                     + min(tokens, max_num_seqs (256)) x vocab x 4 B x 2 (fp32 logits, estimate of copies)
-  non-torch          0.5 GiB at TP 1, 2 GiB at TP 4 (estimate)
-  CUDA graphs        0.7 GiB (estimate; subtracted by default)
+  profile peak       the larger of the forward pass, max_num_batched_tokens (2048 on A100/L40) x hidden x 2 B x 18,
+                     and the sampler, min(tokens, max_num_seqs (256)) x vocab x 4 B x 4 + 0.05 GiB;
+                     MoE models (arch experts > 0) 0.35 GiB x tokens / 8192 more
+  non-torch          0.5 GiB at TP 1, 2.15 GiB at TP 2, 2.25 GiB at TP 4
+  CUDA graphs        1.15 GiB dense up to 30 B parameters, 1.9 GiB dense above, 1.6 GiB MoE
   KV                 share - all of the above inside it
   blocks             KV // (16 x KV/token/rank); minus 1 null block; a sequence needs ceil(maxModelLen / 16)
   profiled (alone)   KV less plan.vllmMarginGiB (1 GiB) before cutting blocks; pinned (shared GPU): exact
@@ -24,56 +26,61 @@ A100 = 81049 * 2**20
 L40 = round(44.40 * GiB)
 
 
-def engine_kv(total, util, weights, tp, hidden, vocab, kv_per_token, max_len, pinned, tokens=2048, seqs=256):
-    """(KV bytes per rank, full-length sequences) by hand, from the engine's terms."""
+def engine_kv(total, util, weights, tp, hidden, vocab, kv_per_token, max_len, pinned, tokens=2048, seqs=256,
+              graphs_gib=1.15, moe=False):
+    """(KV bytes per rank, full-length sequences) by hand, from the engine's terms. `graphs_gib`: the CUDA graphs (1.15
+    dense <= 30 B, 1.9 dense above, 1.6 MoE); `moe`: the MoE model's extra profile peak."""
     share = math.ceil(total * util)
-    peak = tokens * hidden * 2 * 16 + min(tokens, seqs) * vocab * 4 * 2
-    non_torch = {1: GiB // 2, 4: 2 * GiB}[tp]
-    kv = share - math.ceil(weights / tp) - peak - non_torch - round(0.7 * GiB)
+    peak = max(tokens * hidden * 2 * 18, min(tokens, seqs) * vocab * 4 * 4 + round(0.05 * GiB))
+    if moe:
+        peak += round(0.35 * GiB * tokens / 8192)
+    non_torch = {1: GiB // 2, 2: round(2.15 * GiB), 4: round(2.25 * GiB)}[tp]
+    kv = share - math.ceil(weights / tp) - peak - non_torch - round(graphs_gib * GiB)
     blocks = (kv - (0 if pinned else GiB)) // (16 * kv_per_token)
     return kv, (blocks - 1) // math.ceil(max_len / 16)
 
 
-PROD = {  # pod: (util, parameters, tp, hidden, vocab, KV bytes/token/rank, maxModelLen) - all pinned (shared GPUs)
-    "vllm-llama-70b": (0.60, 70.6e9, 4, 8192, 128256, 2 * 80 * 2 * 128 * 2, 128000),
-    "vllm-llama-guard": (0.35, 8.03e9, 1, 4096, 128256, 2 * 32 * 8 * 128 * 2, 8192),
-    "vllm-llama-3b": (0.35, 3.21e9, 1, 3072, 128256, 2 * 28 * 8 * 128 * 2, 32768),
-    "vllm-granite-8b": (0.35, 8.1e9, 1, 4096, 49155, 2 * 40 * 8 * 128 * 2, 32768),
-    "vllm-watt-8b": (0.35, 8.03e9, 1, 4096, 128256, 2 * 32 * 8 * 128 * 2, 32768),
+PROD = {  # pod: (util, parameters, tp, hidden, vocab, KV bytes/token/rank, maxModelLen, CUDA graphs GiB) - all pinned
+    "vllm-llama-70b": (0.60, 70.6e9, 4, 8192, 128256, 2 * 80 * 2 * 128 * 2, 128000, 1.9),  # dense above 30 B
+    "vllm-llama-guard": (0.35, 8.03e9, 1, 4096, 128256, 2 * 32 * 8 * 128 * 2, 8192, 1.15),
+    "vllm-llama-3b": (0.35, 3.21e9, 1, 3072, 128256, 2 * 28 * 8 * 128 * 2, 32768, 1.15),
+    "vllm-granite-8b": (0.35, 8.1e9, 1, 4096, 49155, 2 * 40 * 8 * 128 * 2, 32768, 1.15),
+    "vllm-watt-8b": (0.35, 8.03e9, 1, 4096, 128256, 2 * 32 * 8 * 128 * 2, 32768, 1.15),
 }
 
 
 def test_prod_kv_and_sequences_match_the_engines_accounting():
     plan = plan_of(stack_raw("prod"))
     for w in plan.vllm:
-        util, params, tp, hidden, vocab, per_token, max_len = PROD[w.deployment_name]
-        kv, seqs = engine_kv(A100, util, round(params * 2), tp, hidden, vocab, per_token, max_len, pinned=True)
+        util, params, tp, hidden, vocab, per_token, max_len, graphs = PROD[w.deployment_name]
+        kv, seqs = engine_kv(A100, util, round(params * 2), tp, hidden, vocab, per_token, max_len, pinned=True, graphs_gib=graphs)
         assert w.pinned and w.kv_budget_bytes_per_rank == kv, w.deployment_name
         assert w.max_full_context_seqs == seqs, w.deployment_name
         assert w.pinned_kv_bytes == kv // (16 * per_token) * 16 * per_token  # whole blocks
     seqs = {w.deployment_name: w.max_full_context_seqs for w in plan.vllm}
-    assert seqs == {"vllm-granite-8b": 2, "vllm-llama-3b": 5, "vllm-llama-70b": 1, "vllm-llama-guard": 11, "vllm-watt-8b": 2}
+    assert seqs == {"vllm-granite-8b": 2, "vllm-llama-3b": 5, "vllm-llama-70b": 1, "vllm-llama-guard": 10, "vllm-watt-8b": 2}
 
 
 def test_prod_70b_keeps_128k_only_with_the_larger_share():
     w = next(x for x in plan_of(stack_raw("prod")).vllm if x.key == "llama-70b")
     kv = w.kv_budget_bytes_per_rank
-    assert f"{kv / GiB:.2f}" == "11.17" and kv // (16 * 80 * 1024) - 1 >= 8000  # 128000 tokens = 8000 blocks
+    assert f"{kv / GiB:.2f}" == "9.90" and kv // (16 * 80 * 1024) - 1 >= 8000  # 128000 tokens = 8000 blocks (8109 held)
     problems = stack_problems(variant(lambda r: r["vllm"]["models"]["llama-70b"].update(gpuMemoryUtilization=0.58), "prod"))
-    kv58, _ = engine_kv(A100, 0.58, 141_200_000_000, 4, 8192, 128256, 80 * 1024, 128000, pinned=True)
+    kv58, _ = engine_kv(A100, 0.58, 141_200_000_000, 4, 8192, 128256, 80 * 1024, 128000, pinned=True, graphs_gib=1.9)
     usable = kv58 // (16 * 80 * 1024) - 1
     assert problems == [
         f"llm-infra:vllm.models.llama-70b.maxModelLen: vllm-llama-70b's KV cache ({kv58 / GiB:.2f} GiB per GPU, pinned) holds "
         f"{usable} blocks of 16 tokens after the null block, {usable * 16} tokens: less than one 128000-token sequence "
         f"(8000 blocks); vLLM would refuse to start. Use maxModelLen <= {usable * 16}, or raise gpuMemoryUtilization / "
         f"tensorParallel, or set kvCacheDtype fp8"]
-    assert usable * 16 == 125632
+    assert f"{kv58 / GiB:.2f}" == "8.32" and usable * 16 == 109008
 
 
 def test_prod_footprints_and_margin_fit_every_gpu():
     plan = plan_of(stack_raw("prod"))
     for g in plan.gpus:
-        footprint = math.ceil(0.60 * A100) + math.ceil(0.35 * A100) + 2 * (GiB // 2)  # two shares + two contexts
+        # two shares + two contexts: the 70B's across 4 GPUs (1.6 GiB), the small model's on one GPU (0.55 GiB)
+        footprint = math.ceil(0.60 * A100) + math.ceil(0.35 * A100) + round(1.6 * GiB) + round(0.55 * GiB)
         assert g.allocated_bytes == footprint and footprint + GiB <= A100 == g.gpu.capacity_bytes
     small = {w.key: w.gpus[0].index for w in plan.vllm if w.spec.tensor_parallel == 1}
     assert sorted(small.values()) == [0, 1, 2, 3]  # one small model beside the 70B on each GPU
@@ -81,21 +88,22 @@ def test_prod_footprints_and_margin_fit_every_gpu():
 
 def test_lab_kv_and_sequences_match_the_engines_accounting():
     plan = plan_of(stack_raw("lab"))
-    lab = {  # pod: util, weights bytes, hidden, vocab, KV/token, maxModelLen, pinned
-        "vllm-deepseek-coder": (0.9, 31_400_000_000, 2048, 102400, 27 * 576 * 2, 65536, False),
-        "vllm-mixtral": (0.8, round(0.27e9 * 2 + (46.7e9 - 0.27e9) * (0.5 + 2.5 / 128)), 4096, 32000, 131072, 16384, False),
-        "vllm-llama-8b": (0.6, 16_060_000_000, 4096, 128256, 131072, 32768, True),
-        "vllm-llama-3b-awq": (0.25, round(0.39e9 * 2 + (3.21e9 - 0.39e9) * (0.5 + 2.5 / 128)), 3072, 128256, 114688, 32768, True),
-        "vllm-llama-8b-multi": (0.45, 16_060_000_000, 4096, 128256, 131072, 8192, True),
-        "vllm-llama-8b-multi-1": (0.45, 16_060_000_000, 4096, 128256, 131072, 8192, True),
+    dense, moe = {"graphs_gib": 1.15}, {"graphs_gib": 1.6, "moe": True}  # DeepSeek-V2-Lite: 64 experts, Mixtral: 8
+    lab = {  # pod: util, weights bytes, hidden, vocab, KV/token, maxModelLen, pinned, MoE or dense terms
+        "vllm-deepseek-coder": (0.9, 31_400_000_000, 2048, 102400, 27 * 576 * 2, 65536, False, moe),
+        "vllm-mixtral": (0.8, round(0.27e9 * 2 + (46.7e9 - 0.27e9) * (0.5 + 2.5 / 128)), 4096, 32000, 131072, 16384, False, moe),
+        "vllm-llama-8b": (0.6, 16_060_000_000, 4096, 128256, 131072, 32768, True, dense),
+        "vllm-llama-3b-awq": (0.25, round(0.39e9 * 2 + (3.21e9 - 0.39e9) * (0.5 + 2.5 / 128)), 3072, 128256, 114688, 32768, True, dense),
+        "vllm-llama-8b-multi": (0.45, 16_060_000_000, 4096, 128256, 131072, 8192, True, dense),
+        "vllm-llama-8b-multi-1": (0.45, 16_060_000_000, 4096, 128256, 131072, 8192, True, dense),
     }
     for w in plan.vllm:
-        util, weights, hidden, vocab, per_token, max_len, pinned = lab[w.deployment_name]
-        kv, seqs = engine_kv(L40, util, weights, 1, hidden, vocab, per_token, max_len, pinned)
+        util, weights, hidden, vocab, per_token, max_len, pinned, terms = lab[w.deployment_name]
+        kv, seqs = engine_kv(L40, util, weights, 1, hidden, vocab, per_token, max_len, pinned, **terms)
         assert (w.kv_budget_bytes_per_rank, w.max_full_context_seqs, w.pinned) == (kv, seqs, pinned), w.deployment_name
     seqs = {w.deployment_name: w.max_full_context_seqs for w in plan.vllm}
-    assert seqs == {"vllm-deepseek-coder": 4, "vllm-llama-3b-awq": 2, "vllm-llama-8b": 2,
-                    "vllm-llama-8b-multi": 3, "vllm-llama-8b-multi-1": 3, "vllm-mixtral": 5}
+    assert seqs == {"vllm-deepseek-coder": 3, "vllm-llama-3b-awq": 1, "vllm-llama-8b": 2,
+                    "vllm-llama-8b-multi": 2, "vllm-llama-8b-multi-1": 2, "vllm-mixtral": 4}
     assert all(g.allocated_bytes + GiB <= g.gpu.capacity_bytes for g in plan.gpus)
 
 
@@ -115,7 +123,11 @@ def test_pinned_budgets_make_the_plan_independent_of_start_order():
 
 
 def test_mla_kv_is_not_split_by_tensor_parallel():
-    plan = plan_of(variant(lambda r: r["vllm"]["models"]["deepseek-coder"].update(tensorParallel=2, gpuMemoryUtilization=0.5), "lab"))
+    # Calibrated terms: at TP 2 this MoE model's context outside the share is 2.1 GiB (was 0.5), so at 0.5 of each GPU it
+    # no longer leaves a 0.45 llama-8b-multi replica room beside it (20.10 GiB free, 20.53 needed plus the 1 GiB margin);
+    # at 0.46 it does, and its pinned KV cache (1.52 GiB per GPU) holds 52592 tokens: maxModelLen 49152 instead of 65536.
+    plan = plan_of(variant(lambda r: r["vllm"]["models"]["deepseek-coder"].update(
+        tensorParallel=2, gpuMemoryUtilization=0.46, maxModelLen=49152), "lab"))
     w = next(x for x in plan.vllm if x.key == "deepseek-coder")
     assert w.kv_bytes_per_token_per_rank == 27 * 576 * 2 == 31_104
     assert w.shares[0].weights_bytes == 15_700_000_000  # 15.7e9 x 2 B / 2
@@ -158,13 +170,16 @@ def test_servers_sharing_a_gpu_must_fit_their_fractions():
 
     problems = stack_problems(variant(edit, "lab"))
     # deepseek 0.9 alone on GPU 0, mixtral 0.8 on 1, the two 0.45 replicas on 2, the 0.25 AWQ model on 3
-    free = [L40 - math.ceil(0.9 * L40) - GiB // 2, L40 - math.ceil(0.8 * L40) - GiB // 2,
-            L40 - 2 * math.ceil(0.45 * L40) - GiB, L40 - math.ceil(0.25 * L40) - GiB // 2]
-    assert [f"{f / GiB:.2f}" for f in free] == ["3.94", "8.38", "3.44", "32.80"]
+    # each server on one GPU: its context outside the share is 0.55 GiB (MoE or dense alike)
+    ctx = round(0.55 * GiB)
+    free = [L40 - math.ceil(0.9 * L40) - ctx, L40 - math.ceil(0.8 * L40) - ctx,
+            L40 - 2 * math.ceil(0.45 * L40) - 2 * ctx, L40 - math.ceil(0.25 * L40) - ctx]
+    assert [f"{f / GiB:.2f}" for f in free] == ["3.89", "8.33", "3.34", "32.75"]
+    assert f"{(0.6 * L40 + ctx) / GiB:.2f}" == "27.19"
     assert problems == ["llm-infra:vllm.models.llama-8b: no room for vllm-llama-8b: each needs 0.6 of its pinned GPUs plus its "
-                        f"0.50 GiB context ({(0.6 * L40 + GiB / 2) / GiB:.2f} GiB each), and every GPU keeps a 1.00 GiB margin; "
-                        "free GiB per GPU on node l40-node: 0: 3.94 (held by vllm-deepseek-coder), 1: 8.38 (held by vllm-mixtral), "
-                        "2: 3.44 (held by vllm-llama-8b-multi, vllm-llama-8b-multi-1), 3: 32.80 (held by vllm-llama-3b-awq)"]
+                        f"0.55 GiB context ({(0.6 * L40 + ctx) / GiB:.2f} GiB each), and every GPU keeps a 1.00 GiB margin; "
+                        "free GiB per GPU on node l40-node: 0: 3.89 (held by vllm-deepseek-coder), 1: 8.33 (held by vllm-mixtral), "
+                        "2: 3.34 (held by vllm-llama-8b-multi, vllm-llama-8b-multi-1), 3: 32.75 (held by vllm-llama-3b-awq)"]
 
 
 def test_plan_names_what_more_the_node_needs():
@@ -187,7 +202,8 @@ def test_plan_json_reports_vllm_concurrency():
     row = next(x for x in d["vllm"] if x["model"] == "llama-70b")
     assert (row["tensorParallel"], row["maxModelLen"], row["kvPerTokenPerGpuKiB"], row["maxConcurrentSeqsAtFullContext"]) == (4, 128000, 80.0, 1)
     pod = d["gpus"][0]["pods"][0]
-    assert pod["engine"] == "vllm" and pod["gpuMemoryUtilization"] == 0.6 and pod["contextGiB"] == 0.5
+    # the 70B over 4 GPUs (dense): the calibrated context with NCCL, 1.6 GiB
+    assert pod["engine"] == "vllm" and pod["gpuMemoryUtilization"] == 0.6 and pod["contextGiB"] == 1.6
 
 
 # Qwen/Qwen2.5-7B-Instruct config.json: hidden_size 3584, num_hidden_layers 28, num_attention_heads 28,
@@ -209,9 +225,10 @@ def test_a_model_described_inline_is_planned_with_its_architectures_kv():
     plan = plan_of(variant(with_qwen, "lab"))
     w = next(x for x in plan.vllm if x.key == "qwen-7b")
     assert w.kv_bytes_per_token_per_rank == 2 * 28 * 4 * 128 * 2 == 56 * 1024  # GQA: 4 KV heads
-    kv, seqs = engine_kv(L40, 0.9, round(7.61e9 * 2), 1, 3584, 152064, 56 * 1024, 32768, pinned=False)
+    kv, seqs = engine_kv(L40, 0.9, round(7.61e9 * 2), 1, 3584, 152064, 56 * 1024, 32768, pinned=False)  # dense 7.6 B
     assert (w.kv_budget_bytes_per_rank, w.max_full_context_seqs, w.pinned) == (kv, seqs, False)
-    assert seqs == 13  # ~23.1 GiB of KV (less the margin) / 1.75 GiB per 32768-token sequence
+    assert f"{kv / GiB:.2f}" == "23.51"
+    assert seqs == 12  # ~22.5 GiB of KV (less the 1 GiB margin) / 1.75 GiB per 32768-token sequence
 
 
 def test_a_model_neither_in_the_catalog_nor_described_names_both_ways():
@@ -248,12 +265,23 @@ def test_a_max_replicas_with_no_room_is_refused_naming_the_key():
     assert below[0].startswith("llm-infra:vllm.models.llama-8b-multi.autoscale.maxReplicas: Input should be greater than or equal to 2")
 
 
-def test_a_fleet_in_pools_places_each_model_in_its_pool_and_sums_each_pool():
+def fleet(nodes: int, models: int) -> dict:
+    """tools/bench.py's fleet as a raw stack. Its `small` pool's servers take 0.12 of their 44 GiB GPU: with the
+    calibrated terms a 3B AWQ server at 0.11 would keep 0.56 GiB of KV (4.84 GiB share - 2.09 weights - 0.54 sampler peak
+    (256 x 128256 x 4 B x 4 + 0.05 GiB) - 0.5 non-torch - 1.15 CUDA graphs), less than its one 8192-token sequence
+    (8192 x 112 KiB = 0.875 GiB); at 0.12 it keeps 1.00 GiB, and a GPU holds 7 of them (7 x (5.28 + 0.55 context) + 1
+    margin <= 44)."""
     import json as json_
 
     from tools.bench import fleet_config
 
-    raw = {k.split(":", 1)[1]: json_.loads(v) if v[:1] in "{[" else v for k, v in fleet_config(10, 40).items()}
+    raw = {k.split(":", 1)[1]: json_.loads(v) if v[:1] in "{[" else v for k, v in fleet_config(nodes, models).items()}
+    assert {m["gpuMemoryUtilization"] for m in raw["vllm"]["models"].values() if m.get("pool") == "small"} == {0.12}
+    return raw
+
+
+def test_a_fleet_in_pools_places_each_model_in_its_pool_and_sums_each_pool():
+    raw = fleet(10, 40)
     plan = plan_of(raw)
     pool_of = {n["name"]: n["pool"] for n in raw["nodes"]}
     for w in plan.vllm:
@@ -274,7 +302,9 @@ def test_a_fleet_in_pools_places_each_model_in_its_pool_and_sums_each_pool():
 def test_reserved_room_is_summed_per_pool():
     plan = plan_of(stack_raw("lab"))
     (pool,) = plan.pools()
-    assert pool.name == "(no pool)" and round(pool.reserved_bytes / 2**30, 2) == 20.48  # vllm-llama-8b-multi-1
+    # vllm-llama-8b-multi-1: its share and its one-GPU context, ceil(0.45 x 44.40 GiB) + 0.55 GiB
+    assert pool.reserved_bytes == math.ceil(0.45 * L40) + round(0.55 * GiB)
+    assert pool.name == "(no pool)" and round(pool.reserved_bytes / 2**30, 2) == 20.53
 
 
 def test_pool_mistakes_name_the_key():
@@ -289,10 +319,7 @@ def test_pool_mistakes_name_the_key():
 def test_placing_a_fleet_stays_linear_in_nodes_and_models(monkeypatch):
     """Counted, not timed: the GPUs examined (a footprint compared with a GPU's room, by single-node and multi-node
     placement alike) for a fleet 4x as large in nodes and models grow 4x, not 16x."""
-    import json as json_
-
     import stacks.plan.vllm as placement
-    from tools.bench import fleet_config
 
     calls = [0]
     footprint = placement._footprint
@@ -305,7 +332,7 @@ def test_placing_a_fleet_stays_linear_in_nodes_and_models(monkeypatch):
     counts = []
     for nodes, models in ((40, 200), (160, 800)):
         calls[0] = 0
-        plan = plan_of({k.split(":", 1)[1]: json_.loads(v) if v[:1] in "{[" else v for k, v in fleet_config(nodes, models).items()})
+        plan = plan_of(fleet(nodes, models))
         assert sum(1 for w in plan.vllm if w.multi_node) == nodes // 10
         counts.append(calls[0])
     assert counts[1] <= 4.5 * counts[0], counts

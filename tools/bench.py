@@ -25,7 +25,7 @@ MODELS_PER_GPU = 8
 
 
 def generated_config(models: int) -> dict[str, str]:
-    """A one-node stack of `models` small vLLM servers, 8 per 80 GiB GPU (8 x (0.11 share + 0.5 GiB context) + the 1 GiB margin)."""
+    """A one-node stack of `models` small vLLM servers, 8 per 80 GiB GPU (8 x (0.11 share + 0.55 GiB context) + the 1 GiB margin)."""
     gpus = math.ceil(models / MODELS_PER_GPU)
     raw = {
         "namespace": "bench",
@@ -67,7 +67,7 @@ def fleet_config(nodes: int, models: int) -> dict[str, str]:
         "vllm": {"models": {
             **{f"x{i:03d}": {"model": MULTI_NODE_MODEL, "maxModelLen": 32768, "tensorParallel": 8, "pipelineParallel": 2,
                              "gpuMemoryUtilization": 0.9, "cpu": 16, "memoryGiB": 64, "pool": "xl"} for i in range(multi)},
-            **{f"m{i:04d}": {"model": GENERATED_MODEL, "maxModelLen": 8192, "gpuMemoryUtilization": 0.11 if i % 2 else 0.2,
+            **{f"m{i:04d}": {"model": GENERATED_MODEL, "maxModelLen": 8192, "gpuMemoryUtilization": 0.12 if i % 2 else 0.2,
                              "cpu": 2, "memoryGiB": 6, "pool": "small" if i % 2 else "big"} for i in range(models - multi)},
         }},
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stacks.calibration import entries
 from stacks.catalog import GIB
 from stacks.plan.model import NO_POOL, Plan, VllmShare
 
@@ -53,7 +54,11 @@ def format_table(plan: Plan) -> str:
                 ))
         out += ["", "vLLM (GiB per GPU as vLLM 0.33 accounts for it; KV pinned = --kv-cache-memory-bytes on a shared GPU, "
                 "profiled = vLLM measures, the plan counts the margin off; blocks of 16 tokens after the null block; "
-                "seqs at full len = maxModelLen-token sequences the blocks hold at once)", text_table(rows)]
+                "seqs at full len = maxModelLen-token sequences the blocks hold at once)", text_table(rows),
+                "  overhead above = context outside the share + profile peak + non-torch + CUDA graphs: calibrated on "
+                f"{len(entries())} published vLLM startup logs (calibration/vllm-startup-logs.yaml; `make calibrate` "
+                "compares, `make calibrate LOG=<your log>` on your GPUs)"
+                + ("; context from plan.vllmContextGiB" if plan.vllm_context_override else "")]
         groups = [w for w in plan.vllm if w.multi_node]
         if groups:
             out.append("  multi-node: a replica's ranks are pipeline stages on nodes of their own (a LeaderWorkerSet: rank 0 "

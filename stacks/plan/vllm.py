@@ -79,6 +79,7 @@ def place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan
     override = cfg.plan.vllm_context_gib
     allow = VllmAllowances(None if override is None else round(override * GIB), round(cfg.plan.vllm_margin_gib * GIB))
     plan.vllm_margin_bytes = allow.margin_bytes
+    plan.vllm_context_override = override is not None
     unplaced: list[VllmWorkload] = []
     exclusive = cfg.gpu_sharing.mode == "exclusive"
     by_node: dict[str, list[GpuPlan]] = {}
