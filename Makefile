@@ -82,8 +82,9 @@ status: venv
 	@$(PY) -m tools.status --stack $(or $(STACK),dev) $(ARGS)
 
 # The plan's vLLM memory terms against published startup logs, or against your own: make calibrate LOG=<file> STACK=<stack>
+# [WRITE=1: the plan then uses the log's figures for that model, GPU and settings; ROLE=<server> for an Ollama log]
 calibrate: venv
-	@$(PY) -m tools.calibrate $(if $(LOG),--log $(LOG)) $(if $(STACK),--stack $(STACK))
+	@$(PY) -m tools.calibrate $(if $(LOG),--log $(LOG)) $(if $(STACK),--stack $(STACK)) $(if $(ROLE),--role $(ROLE)) $(if $(WRITE),--write)
 
 docs: venv
 	@$(PY) -m tools.gen_docs --write

@@ -19,6 +19,9 @@ from stacks.catalog import GIB, HfModel, ModelArch
 from stacks.vllm_memory import context_gib, rank_memory
 
 DATA = Path(__file__).resolve().parent.parent / "calibration" / "vllm-startup-logs.yaml"
+LOCAL = DATA.parent / "local"
+"""Entries `make calibrate LOG=... WRITE=1` writes from a team's own logs, one file each: the plan takes their figures
+for the same model, GPU, parallelism and batch settings instead of the calibrated terms."""
 
 TERMS = ("context", "weights", "peak", "non_torch", "cudagraph")
 """The plan's terms, in the order of the table: the context outside the share, then what the share holds besides the KV cache."""
@@ -81,6 +84,40 @@ def _entry(raw: dict[str, Any]) -> Entry:
 @cache
 def entries(path: Path = DATA) -> tuple[Entry, ...]:
     return tuple(_entry(e) for e in yaml_file.load(path)["entries"])
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A team's own log's figures for one configuration, which the plan uses in place of the calibrated terms."""
+
+    source: str
+    """The entry's file (calibration/local/<id>.yaml)."""
+    context_gib: float
+    peak_gib: float
+    non_torch_gib: float
+    cudagraph_gib: float
+
+
+@cache
+def local_entries(directory: Path = LOCAL) -> dict[tuple[str, str, int, int, int, int], Measured]:
+    """(model, GPU, TP, PP, batched tokens, seqs) -> the figures of the local entry for it."""
+    out = {}
+    for f in sorted(directory.glob("*.yaml")) if directory.is_dir() else []:
+        for raw in yaml_file.load(f)["entries"]:
+            e = _entry(raw)
+            m = e.measured
+            if e.context_gib is None or not all(k in m for k in ("activation_peak_gib", "non_torch_gib", "cudagraph_gib")):
+                raise ValueError(f"{f}: entry {e.id} lacks the context, peak, non-torch or CUDA graph figure; write it again "
+                                 "with make calibrate LOG=... WRITE=1")
+            out[(e.model, e.gpu, e.tensor_parallel, e.pipeline_parallel, int(e.max_num_batched_tokens or 0), int(e.max_num_seqs or 0))] = \
+                Measured(str(f.relative_to(directory.parent.parent)) if f.is_relative_to(directory.parent.parent) else str(f),
+                         e.context_gib, m["activation_peak_gib"], m["non_torch_gib"], m["cudagraph_gib"])
+    return out
+
+
+def measured_for(model: str, gpu: str, tp: int, pp: int, tokens: int, seqs: int) -> Measured | None:
+    """The local entry for exactly this configuration, if a team wrote one."""
+    return local_entries(LOCAL).get((model, gpu, tp, pp, tokens, seqs))
 
 
 def _hf(e: Entry) -> tuple[HfModel | None, bool]:

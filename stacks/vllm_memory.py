@@ -27,8 +27,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from stacks.catalog import GIB, VLLM, HfModel, ModelArch
+
+if TYPE_CHECKING:
+    from stacks.calibration import Measured
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class RankMemory:
     """LoRA slots; every rank holds its own copy."""
     moe_bytes: int = 0
     """What an MoE model's profile run peaks above the dense rule (calibrated)."""
+    measured_by: str = ""
+    """The local calibration entry whose figures replace the calibrated context, peak, non-torch and graphs, if any."""
 
     @property
     def peak_bytes(self) -> int:
@@ -106,13 +112,19 @@ def cudagraph_gib(arch: ModelArch) -> float:
 
 def rank_memory(hf: HfModel, weights_bytes: int, tp: int, util: float, capacity_bytes: int, gpu_name: str,
                 max_num_batched_tokens: int | None, max_num_seqs: int | None, context_bytes: int,
-                lora_bytes: int = 0, last_stage: bool = True, pp: int = 1) -> RankMemory:
+                lora_bytes: int = 0, last_stage: bool = True, pp: int = 1, measured: Measured | None = None) -> RankMemory:
     """`weights_bytes`: what the rank's stage holds over its `tp` GPUs. `last_stage`: the sampler's profile run happens
     on the last pipeline stage only (`_dummy_sampler_run` needs the logits)."""
     arch: ModelArch = hf.arch
     tokens_default, seqs_default = batch_defaults(capacity_bytes, gpu_name)
     tokens = max_num_batched_tokens or tokens_default
     rows = min(tokens, max_num_seqs or seqs_default)
+    if measured is not None:  # a team's own log of this very configuration (stacks/calibration.py local entries)
+        return RankMemory(
+            context_bytes=round(measured.context_gib * GIB), share_bytes=math.ceil(capacity_bytes * util),
+            weights_bytes=math.ceil(weights_bytes / tp), activation_bytes=round(measured.peak_gib * GIB), sampler_bytes=0,
+            non_torch_bytes=round(measured.non_torch_gib * GIB), cudagraph_bytes=round(measured.cudagraph_gib * GIB),
+            lora_bytes=lora_bytes, measured_by=measured.source)
     return RankMemory(
         context_bytes=context_bytes,
         share_bytes=math.ceil(capacity_bytes * util),

@@ -11,6 +11,7 @@ import pytest
 
 from stacks.calibration import DATA, TERMS, compare, entries
 from tools import calibrate
+from tools.offline import ROOT
 
 LOGS = DATA.parent / "logs"
 
@@ -61,11 +62,66 @@ def test_make_calibrate_prints_plan_against_log_term_by_term():
     assert line.split()[2:5] == ["2.15", "2.07", "+0.08"]
 
 
-def test_a_users_log_is_matched_to_the_stacks_pod_and_compared():
-    code, out, err = run(["--log", str(LOGS / "lld-llama31-8b-tp1.log"), "--stack", "lab"])
+@pytest.fixture
+def h100_lab(tmp_path) -> Path:
+    """Stack lab on H100s: the published logs are of H100s, and a log calibrates only the GPU it ran on."""
+    f = tmp_path / "Pulumi.lab-h100.yaml"
+    f.write_text((ROOT / "Pulumi.lab.yaml").read_text().replace("model: L40,", "model: H100-80GB,"))
+    return f
+
+
+def test_a_users_log_is_matched_to_the_stacks_pod_and_compared(h100_lab):
+    code, out, err = run(["--log", str(LOGS / "lld-llama31-8b-tp1.log"), "--stack", "lab", "--config", str(h100_lab)])
     assert code == 0, err
     assert "vLLM 0.19.0, meta-llama/Llama-3.1-8B-Instruct TP 1 PP 1, GPU total 79.19 GiB; stack lab's vllm.models.llama-8b" in out
     assert any(x.split()[1:4] == ["weights", "14.96", "14.99"] for x in out.splitlines()[1:])
+
+
+def test_a_log_of_another_gpu_is_refused():
+    code, _, err = run(["--log", str(LOGS / "lld-llama31-8b-tp1.log"), "--stack", "lab"])
+    assert code == 2 and "the log's GPU has 79.19 GiB, the stack's llama-8b runs on L40 of 44.40 GiB" in err, err
+
+
+def test_a_written_entry_replaces_the_calibrated_terms_for_that_configuration(h100_lab, tmp_path, monkeypatch):
+    from stacks import calibration
+    from tests.conftest import stack_of
+    from tools.offline import stack_config
+
+    local = tmp_path / "local"
+    code, out, err = run(["--log", str(LOGS / "lld-llama31-8b-tp1.log"), "--stack", "lab", "--config", str(h100_lab),
+                          "--write", "--local-dir", str(local)])
+    assert code == 0 and (local / "lab-llama-8b.yaml").is_file(), err
+    assert "the plan now takes the log's context, profile peak, non-torch and CUDA graph figures" in out
+
+    import json
+    values, _ = stack_config("lab", h100_lab)
+    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in values.items() if k.startswith("llm-infra:")}
+    raw["vllm"]["models"]["llama-8b"].update(maxNumBatchedTokens=8192, maxNumSeqs=1024)  # the log's settings
+    before = next(w for w in stack_of(raw).plan.vllm if w.key == "llama-8b").shares[0].memory
+    monkeypatch.setattr(calibration, "LOCAL", local)
+    after = next(w for w in stack_of(raw).plan.vllm if w.key == "llama-8b").shares[0].memory
+    GiB = 2**30
+    assert before.measured_by == "" and before.non_torch_bytes == round(0.5 * GiB)
+    assert after.measured_by.endswith("lab-llama-8b.yaml")
+    assert (after.context_bytes, after.peak_bytes, after.non_torch_bytes, after.cudagraph_bytes) == \
+        (round(0.51 * GiB), round(1.89 * GiB), round(0.25 * GiB), round(0.91 * GiB))
+    assert after.kv_bytes > before.kv_bytes  # the log's figures are below the calibrated bounds: more KV cache
+    from stacks.plan.report import format_table
+    assert "vllm-llama-8b: context, profile peak, non-torch and CUDA graphs as your own log measured them (" in \
+        format_table(stack_of(raw).plan)
+
+
+def test_an_ollama_log_is_compared_with_the_servers_plan(tmp_path):
+    log = tmp_path / "ollama.log"
+    log.write_text("load_tensors:        CUDA0 model buffer size =  4403.49 MiB\n"
+                   "llama_kv_cache:      CUDA0 KV buffer size =  1024.00 MiB\n"
+                   "llama_context:      CUDA0 compute buffer size =   560.00 MiB\n")
+    code, out, err = run(["--log", str(log), "--stack", "dev", "--role", "chatbot"])
+    assert code == 0, err
+    rows = {x.split()[0]: x.split()[1:] for x in out.splitlines()[3:] if x.strip()}
+    assert rows["kv"][1] == "1.00" and rows["weights"][1] == "4.30" and rows["compute"][1] == "0.55", out
+    code, _, err = run(["--log", str(log), "--stack", "dev", "--role", "nosuch"])
+    assert code == 2 and "has no Ollama server 'nosuch'" in err
 
 
 @pytest.mark.parametrize("edit,expected", [

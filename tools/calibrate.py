@@ -18,6 +18,8 @@ import re
 import sys
 from pathlib import Path
 
+import yaml
+
 from stacks.calibration import TERMS, TOLERANCE_GIB, WEIGHTS_TOLERANCE, FROM_VERSION, Row, compare, entries
 from stacks.catalog import GIB
 from stacks.plan.report import text_table
@@ -93,19 +95,63 @@ def parse_log(text: str) -> dict:
     }
 
 
-def from_log(path: Path, stack: str) -> int:
-    from stacks.calibration import Entry
+OLLAMA_BUFFERS = r"CUDA(\d+) (model|KV|compute) buffer size\s*=\s*([\d.]+) MiB"
+"""llama-server's buffer lines, which Ollama parses after a load for /api/ps (server/llama_server.go, Ollama 0.32)."""
+
+
+def _stack(stack: str, config: Path | None):
     from stacks.loader import stack_from
     from tools.offline import stack_config
 
+    values, _ = stack_config(stack, config)  # what the program reads: Pulumi.yaml defaults, the stack file, secret placeholders
+    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in values.items() if k.startswith("llm-infra:")}
+    return stack_from(raw, frozenset(f"llm-infra:{k}" for k in ("hfToken", "apiKey")))
+
+
+def from_ollama_log(path: Path, text: str, stack: str, config: Path | None, role: str) -> int:
+    """An Ollama server's log: llama-server's model, KV and compute buffers against the plan's pod of `role`."""
+    found: dict[str, float] = {}
+    for _, kind, mib in re.findall(OLLAMA_BUFFERS, text):
+        found[kind] = found.get(kind, 0.0) + float(mib) / 1024
+    missing = [k for k in ("model", "KV", "compute") if k not in found]
+    if missing:
+        print(f"calibrate: {path}: no 'CUDA0 {missing[0]} buffer size = ... MiB' line: give the log of a model load "
+              "(OLLAMA_DEBUG=1 is not needed; the lines come with every load)", file=sys.stderr)
+        return 2
+    plan = _stack(stack, config).plan
+    pods = [w for w in plan.workloads if w.role == role]
+    if not pods:
+        print(f"calibrate: {path}: stack {stack} has no Ollama server {role!r} (roles: "
+              f"{', '.join(sorted(w.role for w in plan.workloads)) or 'none'}); give ROLE=<role>", file=sys.stderr)
+        return 2
+    pod = pods[0].pods[0]
+    rows = [Row("weights", pod.weights_bytes / GIB, round(found["model"], 2)), Row("kv", pod.kv_bytes / GIB, round(found["KV"], 2)),
+            Row("compute", pod.surcharge_bytes / GIB, round(found["compute"], 2))]
+    print(f"{path}: Ollama server {role} of stack {stack} (the plan: Ollama 0.32's PredictServerVRAM; the log: llama-server's buffers)")
+    out = [("term", "plan GiB", "log GiB", "plan - log")]
+    for r in rows:
+        out.append((r.term, _fmt(r.plan_gib), _fmt(r.log_gib), f"{r.deviation:+.2f}"))  # type: ignore[str-format]
+    print(text_table(out, left=1))
+    under = [r.term for r in rows if (r.deviation or 0) < -0.005]
+    if under:
+        print(f"below the log: {', '.join(under)}; raise plan.cudaContextGiB by the difference (it covers what the estimate leaves out)")
+    return 0
+
+
+def from_log(path: Path, stack: str, config: Path | None = None, write: Path | None = None, role: str = "base") -> int:
+    from stacks.calibration import Entry
+    from stacks.model_catalog import hf_models
+
+    text = path.read_text(errors="replace")
+    if re.search(OLLAMA_BUFFERS, text) and "V1 LLM engine" not in text:
+        return from_ollama_log(path, text, stack, config, role)
     try:
-        got = parse_log(path.read_text(errors="replace"))
+        got = parse_log(text)
     except LogError as exc:
         print(f"calibrate: {path}: {exc}", file=sys.stderr)
         return 2
-    config, _ = stack_config(stack)  # what the program reads: Pulumi.yaml defaults, the stack file, secret placeholders
-    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in config.items() if k.startswith("llm-infra:")}
-    cfg = stack_from(raw, frozenset(f"llm-infra:{k}" for k in ("hfToken", "apiKey"))).config
+    planned = _stack(stack, config)
+    cfg = planned.config
     ours = {k: m for k, m in (cfg.vllm.models.items() if cfg.vllm else []) if m.model == got["model"]}
     if not ours:
         served = ", ".join(sorted({m.model for m in cfg.vllm.models.values()})) if cfg.vllm else "none"
@@ -116,17 +162,49 @@ def from_log(path: Path, stack: str) -> int:
         print(f"calibrate: {path}: the log runs TP {got['tensor_parallel']} PP {got['pipeline_parallel']}, the stack's "
               f"{key_} TP {spec.tensor_parallel} PP {spec.pipeline_parallel}: the terms would not compare", file=sys.stderr)
         return 2
-    from stacks.model_catalog import hf_models
-    entry = Entry(id=path.stem, source=str(path), vllm_version=got["vllm_version"], engine="V1", gpu="",
-                  model=got["model"], arch_from=got["model"] if got["model"] in hf_models() else None, same_checkpoint=True,
-                  moe=bool(hf_models()[got["model"]].arch.moe) if got["model"] in hf_models() else False,
-                  parameters_b=hf_models()[got["model"]].arch.parameters_b if got["model"] in hf_models() else 0.0,
-                  quantization=spec.quantization, tensor_parallel=got["tensor_parallel"], pipeline_parallel=got["pipeline_parallel"],
+    w = next(x for x in planned.plan.vllm if x.key == key_)
+    gpu = next(g for g in planned.plan.gpus if any(p.workload == w.deployment_name for p in g.pods)).gpu
+    if got["cuda_total_gib"] is not None and abs(got["cuda_total_gib"] - gpu.capacity_bytes / GIB) > 0.5:
+        print(f"calibrate: {path}: the log's GPU has {got['cuda_total_gib']:.2f} GiB, the stack's {key_} runs on "
+              f"{gpu.model or 'a GPU'} of {gpu.capacity_bytes / GIB:.2f} GiB: a log of another GPU would not calibrate it", file=sys.stderr)
+        return 2
+    hf = hf_models().get(got["model"])
+    entry = Entry(id=f"{stack}-{key_}", source=str(path), vllm_version=got["vllm_version"], engine="V1", gpu=gpu.model,
+                  model=got["model"], arch_from=got["model"] if hf else None, same_checkpoint=True, moe=bool(hf and hf.arch.moe),
+                  parameters_b=hf.arch.parameters_b if hf else 0.0, quantization=spec.quantization,
+                  tensor_parallel=got["tensor_parallel"], pipeline_parallel=got["pipeline_parallel"],
                   max_num_batched_tokens=got["max_num_batched_tokens"], max_num_seqs=got["max_num_seqs"],
                   measured=got["measured"], context_gib=got["context_gib"])
     print(f"{path}: vLLM {got['vllm_version']}, {got['model']} TP {got['tensor_parallel']} PP {got['pipeline_parallel']}, "
           f"GPU total {_fmt(got['cuda_total_gib'])} GiB; stack {stack}'s vllm.models.{key_}")
     print(table([(path.stem, compare(entry))]))
+    if write is not None:
+        return write_entry(entry, got, write)
+    return 0
+
+
+def write_entry(entry, got: dict, directory: Path) -> int:
+    """The log's figures as a local calibration entry: the plan then uses them for this model, GPU and settings."""
+    if entry.pipeline_parallel != 1 or entry.context_gib is None or entry.max_num_batched_tokens is None or entry.max_num_seqs is None:
+        print("calibrate: only a single-stage log with its init snapshot and batch settings can stand for the pod (a pipeline "
+              "stage's figures differ per rank); nothing written", file=sys.stderr)
+        return 2
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"{entry.id}.yaml"
+    data = {"entries": [{
+        "id": entry.id, "source": entry.source, "vllm_version": entry.vllm_version, "engine": "V1", "gpu": entry.gpu,
+        "cuda_total_gib": got["cuda_total_gib"], "model": entry.model, "moe": entry.moe, "parameters_b": entry.parameters_b,
+        "quantization": entry.quantization, "tensor_parallel": entry.tensor_parallel, "pipeline_parallel": 1,
+        "max_num_batched_tokens": entry.max_num_batched_tokens, "max_num_seqs": entry.max_num_seqs,
+        "measured": entry.measured,
+        "derived": {"context_outside_share_gib": {"value": entry.context_gib, "formula": "total_memory - free_memory of the init snapshot"}},
+    }]}
+    out.write_text("# Written by make calibrate LOG=... WRITE=1 from a team's own vLLM start-up log: the plan uses these\n"
+                   "# figures for this model, GPU, parallelism and batch settings (stacks/calibration.py local_entries).\n"
+                   + yaml.safe_dump(data, sort_keys=False))
+    print(f"wrote {out}: the plan now takes the log's context, profile peak, non-torch and CUDA graph figures for {entry.model} "
+          f"on {entry.gpu} at TP {entry.tensor_parallel} with {entry.max_num_batched_tokens} batched tokens and "
+          f"{entry.max_num_seqs} sequences (commit it to keep it)")
     return 0
 
 
@@ -134,9 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="make calibrate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--log", type=Path, help="a vLLM startup log of your own")
     ap.add_argument("--stack", default="prod")
+    ap.add_argument("--config", type=Path, help="a stack file other than Pulumi.<stack>.yaml")
+    ap.add_argument("--role", default="base", help="the Ollama server an Ollama log is of")
+    ap.add_argument("--write", action="store_true", help="keep the log's figures as a calibration entry the plan uses")
+    ap.add_argument("--local-dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.log is not None:
-        return from_log(args.log, args.stack)
+        from stacks.calibration import LOCAL
+        return from_log(args.log, args.stack, args.config, (args.local_dir or LOCAL) if args.write else None, args.role)
     rows = [(e.id, compare(e)) for e in entries()]
     print(f"The plan's vLLM terms against {len(rows)} published startup logs (calibration/vllm-startup-logs.yaml; per GPU, "
           "the last pipeline stage's)")

@@ -59,6 +59,9 @@ def format_table(plan: Plan) -> str:
                 f"{len(entries())} published vLLM startup logs (calibration/vllm-startup-logs.yaml; `make calibrate` "
                 "compares, `make calibrate LOG=<your log>` on your GPUs)"
                 + ("; context from plan.vllmContextGiB" if plan.vllm_context_override else "")]
+        measured = sorted({(w.deployment_name, s.memory.measured_by) for w in plan.vllm for s in w.all_shares if s.memory.measured_by})
+        out += [f"  {name}: context, profile peak, non-torch and CUDA graphs as your own log measured them ({src})"
+                for name, src in measured]
         groups = [w for w in plan.vllm if w.multi_node]
         if groups:
             out.append("  multi-node: a replica's ranks are pipeline stages on nodes of their own (a LeaderWorkerSet: rank 0 "

@@ -11,7 +11,8 @@ from stacks.config.vllm import hf_model
 from stacks.plan.model import (RESERVED_MARK, GpuPlan, GpuRef, NodePlan, Plan, VllmRank, VllmShare, VllmWorkload,
                                gpu_capacity_bytes, listing, max_replicas, shm_gib)
 from stacks.plan.multinode import place_group
-from stacks.vllm_memory import RankMemory, context_gib, kv_blocks, rank_memory
+from stacks.calibration import Measured, measured_for
+from stacks.vllm_memory import RankMemory, batch_defaults, context_gib, kv_blocks, rank_memory
 
 
 def _vllm_replicas(models: dict[str, tuple[tuple[str, ...], VllmModel]]) -> list[VllmWorkload]:
@@ -38,14 +39,24 @@ class VllmAllowances:
     context_override: int | None
     margin_bytes: int
 
-    def context(self, w: VllmWorkload) -> int:
+    def context(self, w: VllmWorkload, g: GpuPlan | None = None) -> int:
         if self.context_override is not None:
             return self.context_override
+        measured = _measured(w, g) if g is not None else None
+        if measured is not None:
+            return round(measured.context_gib * GIB)
         return round(context_gib(w.spec.tensor_parallel, w.spec.pipeline_parallel, w.hf.arch.moe) * GIB)
 
 
+def _measured(w: VllmWorkload, g: GpuPlan) -> Measured | None:
+    """A team's own log of this model on this GPU model with these settings (calibration/local), if there is one."""
+    tokens, seqs = batch_defaults(g.gpu.capacity_bytes, g.gpu.model)
+    return measured_for(w.hf.repo, g.gpu.model, w.spec.tensor_parallel, w.spec.pipeline_parallel,
+                        w.spec.max_num_batched_tokens or tokens, w.spec.max_num_seqs or seqs)
+
+
 def _footprint(w: VllmWorkload, g: GpuPlan, allow: VllmAllowances) -> int:
-    return math.ceil(w.spec.gpu_memory_utilization * g.gpu.capacity_bytes) + allow.context(w)
+    return math.ceil(w.spec.gpu_memory_utilization * g.gpu.capacity_bytes) + allow.context(w, g)
 
 
 def _fit(w: VllmWorkload, node: Node, gpus: dict[str, list[GpuPlan]], pinned: list[int] | None,
@@ -71,7 +82,8 @@ def _rank_memory(w: VllmWorkload, g: GpuPlan, allow: VllmAllowances, stage: int 
     lora = w.hf.arch.lora_bytes(w.spec.max_lora_rank or VLLM.default_max_lora_rank) * loras if loras else 0
     return rank_memory(w.hf, w.stage_weights_bytes(stage), w.spec.tensor_parallel, w.spec.gpu_memory_utilization,
                        g.gpu.capacity_bytes, g.gpu.model, w.spec.max_num_batched_tokens, w.spec.max_num_seqs,
-                       allow.context(w), lora, last_stage=stage == w.spec.pipeline_parallel - 1, pp=w.spec.pipeline_parallel)
+                       allow.context(w, g), lora, last_stage=stage == w.spec.pipeline_parallel - 1, pp=w.spec.pipeline_parallel,
+                       measured=_measured(w, g) if allow.context_override is None else None)
 
 
 def place_vllm(cfg: StackConfig, plan: Plan, gpus: dict[tuple[str, int], GpuPlan], nodes: dict[str, NodePlan],
