@@ -98,17 +98,33 @@ class Measured:
     cudagraph_gib: float
 
 
+def gpu_key(gpu: Any) -> str:
+    """How a local entry names a GPU: its catalog model, or its size for a GPU given by vramGiB."""
+    return gpu.model or f"{gpu.capacity_bytes / GIB:.2f} GiB"
+
+
 @cache
 def local_entries(directory: Path = LOCAL) -> dict[tuple[str, str, int, int, int, int], Measured]:
-    """(model, GPU, TP, PP, batched tokens, seqs) -> the figures of the local entry for it."""
+    """(model, GPU, TP, PP, batched tokens, seqs) -> the figures of the local entry for it. A file that cannot be read
+    stops the plan naming the file (a config error, not a traceback)."""
+    from stacks.errors import ConfigError
+
     out = {}
     for f in sorted(directory.glob("*.yaml")) if directory.is_dir() else []:
-        for raw in yaml_file.load(f)["entries"]:
-            e = _entry(raw)
+        try:
+            data = yaml_file.load(f)
+            raws = data["entries"] if isinstance(data, dict) and isinstance(data.get("entries"), list) else None
+            if raws is None:
+                raise ValueError("it holds no `entries:` list")
+            parsed = [_entry(r) for r in raws]
+        except (yaml_file.YamlFileError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError([f"{f}: not a calibration entry ({exc}); write it again with make calibrate LOG=... WRITE=1, "
+                               "or delete it"]) from None
+        for e in parsed:
             m = e.measured
             if e.context_gib is None or not all(k in m for k in ("activation_peak_gib", "non_torch_gib", "cudagraph_gib")):
-                raise ValueError(f"{f}: entry {e.id} lacks the context, peak, non-torch or CUDA graph figure; write it again "
-                                 "with make calibrate LOG=... WRITE=1")
+                raise ConfigError([f"{f}: entry {e.id} lacks the context, peak, non-torch or CUDA graph figure; write it "
+                                   "again with make calibrate LOG=... WRITE=1, or delete it"])
             out[(e.model, e.gpu, e.tensor_parallel, e.pipeline_parallel, int(e.max_num_batched_tokens or 0), int(e.max_num_seqs or 0))] = \
                 Measured(str(f.relative_to(directory.parent.parent)) if f.is_relative_to(directory.parent.parent) else str(f),
                          e.context_gib, m["activation_peak_gib"], m["non_torch_gib"], m["cudagraph_gib"])

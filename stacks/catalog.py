@@ -162,8 +162,9 @@ class VllmEngine:
     # term at or above what the logs measured and within a stated tolerance of it). The figures quoted are the logs'.
     # Profile-run peak: the larger of the forward pass (batched tokens x hidden x 2 B x activation_factor: 1.05-1.10 GiB
     # on the first stages of Llama-3.1-8B at 8192 tokens) and the sampler's fp32 buffers (rows x vocabulary x 4 B x
-    # sampler_copies, plus sampler_extra_gib: 1.89 GiB Llama-3.1-8B, 1.96 Llama-3.3-70B, 3.65 gemma-2-9b, 2.03
-    # Mistral-Small-24B, which track rows x vocab, not hidden); they do not add up (granite-3.1-8b: 0.85, sum 1.4).
+    # sampler_copies, plus sampler_extra_gib: 1.89 GiB Llama-3.1-8B, 1.96 Llama-3.3-70B, 2.01 on the last of its
+    # pipeline stages); they do not add up (granite-3.1-8b: 0.85, their sum 1.4). Models the catalog lacks an architecture
+    # for (gemma-2-9b's 256k vocabulary: 3.65, Mistral-Small-24B: 2.03) follow the same rule by hand, untested.
     activation_factor: int = 18
     sampler_copies: int = 4
     sampler_extra_gib: float = 0.05
@@ -291,8 +292,8 @@ GPU_MODELS: dict[str, GpuModel] = {
                  "A100 80GB (vllm-project/vllm-omni#276): the lower is kept"),
         GpuModel("H100-80GB", round(79.18 * GIB), 81559,
                  "vLLM 'total_gpu_memory (79.22GiB)' on H100-80G (vllm-project/vllm#12126), 79.19 GiB in every log of "
-                 "jgchn/llm-d-planner's v0.19.0 campaign and 79.18 in others: the lower is kept (calibration/); nvidia-smi "
-                 "81559MiB (vllm#55169)"),
+                 "jgchn/llm-d-planner's v0.19.0 campaign (calibration/): 0.01 below the lowest is kept, as drivers differ; "
+                 "nvidia-smi 81559MiB (vllm#55169)"),
         GpuModel("L40", round(44.40 * GIB), 46068,
                  "PyTorch 'total capacity of 44.40 GiB' on an L40 (QwenLM/Qwen3-VL#2097); nvidia-smi 46068MiB with ECC on"),
         GpuModel("L40S", round(44.42 * GIB), 46068,

@@ -121,7 +121,7 @@ def rank_memory(hf: HfModel, weights_bytes: int, tp: int, util: float, capacity_
     rows = min(tokens, max_num_seqs or seqs_default)
     if measured is not None:  # a team's own log of this very configuration (stacks/calibration.py local entries)
         return RankMemory(
-            context_bytes=round(measured.context_gib * GIB), share_bytes=math.ceil(capacity_bytes * util),
+            context_bytes=context_bytes, share_bytes=math.ceil(capacity_bytes * util),
             weights_bytes=math.ceil(weights_bytes / tp), activation_bytes=round(measured.peak_gib * GIB), sampler_bytes=0,
             non_torch_bytes=round(measured.non_torch_gib * GIB), cudagraph_bytes=round(measured.cudagraph_gib * GIB),
             lora_bytes=lora_bytes, measured_by=measured.source)

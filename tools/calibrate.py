@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from stacks.calibration import TERMS, TOLERANCE_GIB, WEIGHTS_TOLERANCE, FROM_VERSION, Row, compare, entries
+from stacks.calibration import FROM_VERSION, TERMS, TOLERANCE_GIB, WEIGHTS_TOLERANCE, Row, compare, entries, gpu_key
 from stacks.catalog import GIB
 from stacks.plan.report import text_table
 
@@ -53,8 +53,17 @@ class LogError(Exception):
     pass
 
 
+CONTEXT_AT_MOST_GIB = 3.0
+"""A context outside the share above this (the logs: 0.51-2.07) means other processes held the GPU when vLLM started."""
+
+
 def parse_log(text: str) -> dict:
-    """The settings and per-GPU figures of one vLLM V1 startup log (the first worker's)."""
+    """The settings and per-GPU figures of one vLLM V1 start-up: the log's last start (a restart after a crash repeats every
+    line), each figure the largest any rank printed (ranks differ a little; the plan must hold the largest)."""
+    starts = [m.start() for m in re.finditer(r"non-default args: ", text)]
+    if not starts:
+        raise LogError("no 'non-default args:' line: give the log from the server's first line (a text log, not JSON)")
+    text = text[starts[-1]:]
     version = re.search(VERSION, text)
     if version is None:
         raise LogError("no 'Initializing a V1 LLM engine (vX.Y.Z)' line: not a vLLM V1 engine start-up log (vLLM 0.17 or later "
@@ -63,35 +72,40 @@ def parse_log(text: str) -> dict:
     if release < FROM_VERSION:
         raise LogError(f"vLLM {version.group(1)} profiles differently (its activation figure was about 2.5 x today's); the plan "
                        f"is calibrated on {'.'.join(map(str, FROM_VERSION))} and later")
+    if re.search(r"skipped memory profiling", text):
+        raise LogError("this start pinned its KV cache (--kv-cache-memory-bytes, as the plan does on a shared GPU), so vLLM "
+                       "skipped profiling and printed no peak or non-torch figures: start the same model once alone on a GPU "
+                       "of the same kind, at the pod's settings but without the pin, and give that log")
     measured = {}
     missing = []
     for key_, pattern in LINES.items():
-        m = re.search(pattern, text)
-        if m is None:
+        found = [float(x) for x in re.findall(pattern, text)]
+        if not found:
             missing.append(pattern.split("(")[0].strip().rstrip(":"))
         else:
-            measured[key_] = float(m.group(1))
+            measured[key_] = max(found)
     if missing:
         raise LogError(f"the log has no {', '.join(repr(x) for x in missing)} line: start vLLM with VLLM_LOGGING_LEVEL=DEBUG "
                        "and without --enforce-eager, and give the whole start-up log")
-    snap = re.search(SNAPSHOT, text)
-    args_line = re.search(ARGS, text)
-    if args_line is None:
-        raise LogError("no 'non-default args:' line: give the log from the server's first line")
+    snaps = re.findall(SNAPSHOT, text)
     try:
-        args = ast.literal_eval(args_line.group(1))
-    except (ValueError, SyntaxError):
+        args = ast.literal_eval(re.search(ARGS, text).group(1))  # type: ignore[union-attr]
+    except (ValueError, SyntaxError, AttributeError):
         raise LogError("the 'non-default args:' line cannot be read") from None
     tokens = re.search(r"max_num_batched_tokens[ =]+(\d+)", text)
     seqs = re.search(r"max_num_seqs to (\d+)|'max_num_seqs': (\d+)", text)
+    total = max(float(t) for _, t in snaps) if snaps else None
+    context = round(max(float(t) - float(f) for f, t in snaps), 2) if snaps else None
+    if context is not None and context > CONTEXT_AT_MOST_GIB:
+        raise LogError(f"{context:.2f} GiB of the GPU was in use when vLLM took its first snapshot: other processes held the "
+                       "GPU; give the log of a start on an idle GPU")
     return {
-        "vllm_version": version.group(1), "model": args.get("model") or args.get("model_tag"),
+        "vllm_version": version.group(1), "release": release, "model": args.get("model") or args.get("model_tag"),
+        "quantization": args.get("quantization"), "dtype": args.get("dtype", "auto"),
         "tensor_parallel": int(args.get("tensor_parallel_size", 1)), "pipeline_parallel": int(args.get("pipeline_parallel_size", 1)),
         "max_num_batched_tokens": int(tokens.group(1)) if tokens else None,
         "max_num_seqs": int(next(g for g in seqs.groups() if g)) if seqs else None,
-        "cuda_total_gib": float(snap.group(2)) if snap else None,
-        "context_gib": round(float(snap.group(2)) - float(snap.group(1)), 2) if snap else None,
-        "measured": measured,
+        "cuda_total_gib": total, "context_gib": context, "measured": measured,
     }
 
 
@@ -112,6 +126,8 @@ def from_ollama_log(path: Path, text: str, stack: str, config: Path | None, role
     """An Ollama server's log: llama-server's model, KV and compute buffers against the plan's pod of `role`."""
     found: dict[str, float] = {}
     for _, kind, mib in re.findall(OLLAMA_BUFFERS, text):
+        if kind == "model" and "compute" in found:  # a new load: keep the last one only (every GPU of a load is summed)
+            found = {}
         found[kind] = found.get(kind, 0.0) + float(mib) / 1024
     missing = [k for k in ("model", "KV", "compute") if k not in found]
     if missing:
@@ -132,9 +148,13 @@ def from_ollama_log(path: Path, text: str, stack: str, config: Path | None, role
     for r in rows:
         out.append((r.term, _fmt(r.plan_gib), _fmt(r.log_gib), f"{r.deviation:+.2f}"))  # type: ignore[str-format]
     print(text_table(out, left=1))
-    under = [r.term for r in rows if (r.deviation or 0) < -0.005]
-    if under:
-        print(f"below the log: {', '.join(under)}; raise plan.cudaContextGiB by the difference (it covers what the estimate leaves out)")
+    under = [r for r in rows if (r.deviation or 0) < -0.005]
+    if any(r.term == "compute" for r in under):
+        gap = -next(r.deviation for r in under if r.term == "compute")  # type: ignore[operator]
+        print(f"the compute buffers are {gap:.2f} GiB above the plan's surcharge: raise plan.cudaContextGiB by that much")
+    if any(r.term in ("weights", "kv") for r in under):
+        print(f"the log's weights or KV cache differ from the plan's: is it a load of ollama.baseModel with server {role}'s "
+              "contextLength x parallel? (the log's last load is compared)")
     return 0
 
 
@@ -162,6 +182,17 @@ def from_log(path: Path, stack: str, config: Path | None = None, write: Path | N
         print(f"calibrate: {path}: the log runs TP {got['tensor_parallel']} PP {got['pipeline_parallel']}, the stack's "
               f"{key_} TP {spec.tensor_parallel} PP {spec.pipeline_parallel}: the terms would not compare", file=sys.stderr)
         return 2
+    from stacks.catalog import VLLM_RELEASES
+    from stacks.config.images import _release
+
+    accepted = VLLM_RELEASES + ((_release(cfg.vllm.accept_version)[:2],) if cfg.vllm.accept_version else ())  # type: ignore[index, union-attr]
+    differs = [f"{what} {mine!r} (the stack's {key_}: {theirs!r})" for what, mine, theirs in (
+        ("vLLM", ".".join(map(str, got["release"])), " or ".join(".".join(map(str, r)) for r in accepted)),
+        ("quantization", got["quantization"], spec.quantization), ("dtype", got["dtype"], spec.dtype))
+        if (mine not in theirs if what == "vLLM" else mine != theirs)]
+    if differs:
+        print(f"calibrate: {path}: the log's {'; '.join(differs)} differ: its figures would not be the pod's", file=sys.stderr)
+        return 2
     w = next(x for x in planned.plan.vllm if x.key == key_)
     gpu = next(g for g in planned.plan.gpus if any(p.workload == w.deployment_name for p in g.pods)).gpu
     if got["cuda_total_gib"] is not None and abs(got["cuda_total_gib"] - gpu.capacity_bytes / GIB) > 0.5:
@@ -169,7 +200,7 @@ def from_log(path: Path, stack: str, config: Path | None = None, write: Path | N
               f"{gpu.model or 'a GPU'} of {gpu.capacity_bytes / GIB:.2f} GiB: a log of another GPU would not calibrate it", file=sys.stderr)
         return 2
     hf = hf_models().get(got["model"])
-    entry = Entry(id=f"{stack}-{key_}", source=str(path), vllm_version=got["vllm_version"], engine="V1", gpu=gpu.model,
+    entry = Entry(id=f"{stack}-{key_}", source=str(path), vllm_version=got["vllm_version"], engine="V1", gpu=gpu_key(gpu),
                   model=got["model"], arch_from=got["model"] if hf else None, same_checkpoint=True, moe=bool(hf and hf.arch.moe),
                   parameters_b=hf.arch.parameters_b if hf else 0.0, quantization=spec.quantization,
                   tensor_parallel=got["tensor_parallel"], pipeline_parallel=got["pipeline_parallel"],
@@ -179,6 +210,14 @@ def from_log(path: Path, stack: str, config: Path | None = None, write: Path | N
           f"GPU total {_fmt(got['cuda_total_gib'])} GiB; stack {stack}'s vllm.models.{key_}")
     print(table([(path.stem, compare(entry))]))
     if write is not None:
+        from stacks.vllm_memory import batch_defaults
+        tokens, seqs = batch_defaults(gpu.capacity_bytes, gpu.model)
+        pod = (spec.max_num_batched_tokens or tokens, spec.max_num_seqs or seqs)
+        if (got["max_num_batched_tokens"], got["max_num_seqs"]) != pod:
+            print(f"calibrate: the log ran {got['max_num_batched_tokens']} batched tokens and {got['max_num_seqs']} sequences, "
+                  f"the pod {pod[0]} and {pod[1]}: the plan would never use the entry; nothing written (start vLLM at the "
+                  "pod's settings)", file=sys.stderr)
+            return 2
         return write_entry(entry, got, write)
     return 0
 

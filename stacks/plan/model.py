@@ -380,9 +380,9 @@ class Plan:
     engine: str = "ollama"
     """How the adapter pool is deployed (ollama.engine)."""
     vllm_margin_bytes: int = 0
+    """plan.vllmMarginGiB: kept free on every GPU a vLLM server uses."""
     vllm_context_override: bool = False
     """plan.vllmContextGiB is set: every vLLM context is that figure, not the calibrated one."""
-    """plan.vllmMarginGiB: kept free on every GPU a vLLM server uses."""
 
     def used_gpus(self) -> list[GpuPlan]:
         return [g for g in self.gpus if g.pods]
