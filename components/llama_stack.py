@@ -28,10 +28,11 @@ import yaml
 from components.gpu import gpu_node_tolerations
 from components.labels import labels, meta, selector, SKIP_AWAIT
 from components.model_cache import MOUNT_PATH, ModelCache
+from components.pod_options import NO_OPTIONS, node_selector, pull_secrets, template_metadata, tolerations
 from components.pods import KEY_DIGEST, check_cache, disruption_budget, hardened, pod_security, pull_policy
 from components.vllm import HF_HOME
 from stacks.catalog import LLAMA_STACK
-from stacks.config import PodSecurity
+from stacks.config import PodOptions, PodSecurity
 from stacks.edge import API_KEY_KEY, SERVICE_LABEL
 from stacks.graph import EMBEDDINGS_PROVIDER, LlamaStackPlan
 from stacks.names import stack_config_map
@@ -151,6 +152,10 @@ class LlamaStackArgs:
     """The key's digest (components/pods.py key_digest): a rotated key restarts the server, which reads it at start."""
     offline: bool = False
     """networkPolicy.downloadEgress is off: HF_HUB_OFFLINE=1 (the embedding model comes from the cache only)."""
+    options: PodOptions = NO_OPTIONS
+    """`llamaStack`'s pod options: nodeSelector, tolerations, labels, annotations, priorityClassName."""
+    image_pull_secrets: tuple[str, ...] = ()
+    """The stack's `imagePullSecrets`."""
 
 
 class LlamaStack(pulumi.ComponentResource):
@@ -209,8 +214,10 @@ class LlamaStack(pulumi.ComponentResource):
         )
         pod = k8s.core.v1.PodSpecArgs(
             # The plan puts it on a GPU node (it shares that node's model cache), whose taint it must tolerate.
-            node_selector={"kubernetes.io/hostname": stack.node},
-            tolerations=gpu_node_tolerations(),
+            node_selector=node_selector(stack.node, args.options),
+            tolerations=tolerations(gpu_node_tolerations(), args.options),
+            priority_class_name=args.options.priority_class_name,
+            image_pull_secrets=pull_secrets(args.image_pull_secrets),
             automount_service_account_token=False,
             enable_service_links=False,
             security_context=pod_security(args.security),
@@ -234,9 +241,10 @@ class LlamaStack(pulumi.ComponentResource):
                 strategy=k8s.apps.v1.DeploymentStrategyArgs(type="Recreate"),
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(lab)),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(
-                        labels={**lab, SERVICE_LABEL: svc}, annotations={"llm-infra/config-hash": hashlib.sha256(text.encode()).hexdigest()[:16],
-                                                              **({KEY_DIGEST: args.api_key_digest} if args.api_key_digest is not None else {})}),
+                    metadata=template_metadata(
+                        {**lab, SERVICE_LABEL: svc}, {"llm-infra/config-hash": hashlib.sha256(text.encode()).hexdigest()[:16],
+                                                      **({KEY_DIGEST: args.api_key_digest} if args.api_key_digest is not None else {})},
+                        args.options),
                     spec=pod,
                 ),
             ),

@@ -22,6 +22,7 @@ import pulumi_kubernetes as k8s
 from components.gpu import gpu_pod_fields
 from components.labels import labels, meta, selector, SKIP_AWAIT
 from components.model_cache import MOUNT_PATH, ModelCache
+from components.pod_options import template_metadata
 from components.pods import disruption_budget, gpu_pod_spec, hardened, no_surge, pull_policy
 from stacks.timing import ollama_scale_down_seconds
 from stacks.catalog import OLLAMA
@@ -139,6 +140,8 @@ class OllamaAdapterPoolArgs:
     pull_mib_per_second: float
     server_start_seconds: int
     security: PodSecurity
+    image_pull_secrets: tuple[str, ...] = ()
+    """The stack's `imagePullSecrets`, on every pod."""
 
 
 class OllamaAdapterPool(pulumi.ComponentResource):
@@ -220,9 +223,11 @@ class OllamaAdapterPool(pulumi.ComponentResource):
                 strategy=no_surge(),
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(lab)),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels={**lab, SERVICE_LABEL: w.service_name}),
+                    # The server's own pod options (nodeSelector, tolerations, labels, annotations, priorityClassName).
+                    metadata=template_metadata({**lab, SERVICE_LABEL: w.service_name}, None, s),
                     spec=gpu_pod_spec(
                         w.node, gpu, args.security, containers=[server], init_containers=[init],
+                        options=s, image_pull_secrets=args.image_pull_secrets,
                         volumes=[
                             k8s.core.v1.VolumeArgs(
                                 name="models",

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.gpu import GpuPodFields
 from components.labels import meta, selector
-from stacks.config import PodSecurity
+from components.pod_options import NO_OPTIONS, node_selector, pull_secrets, tolerations
+from stacks.config import PodOptions, PodSecurity
+from stacks.config.pod_options import HOSTNAME_LABEL
 
 WRITE_CHECK = r"""set -eu
 for d in "$@"; do
@@ -89,9 +92,6 @@ def disruption_budget(resource_name: str, name: str, namespace: str, obj_labels:
     )
 
 
-HOSTNAME_LABEL = "kubernetes.io/hostname"
-
-
 def spread_over(nodes: list[str], label: tuple[str, str]) -> k8s.core.v1.AffinityArgs:
     """One pod per node among `nodes`: the planned nodes, and never two pods carrying `label` on one node."""
     return k8s.core.v1.AffinityArgs(
@@ -107,19 +107,23 @@ def spread_over(nodes: list[str], label: tuple[str, str]) -> k8s.core.v1.Affinit
 
 def gpu_pod_spec(node: str | list[str], gpu: GpuPodFields, sec: PodSecurity, containers: list, volumes: list,
                  init_containers: list | None = None, termination_grace_period_seconds: int | None = None,
-                 spread_label: tuple[str, str] | None = None, host_network: bool = False) -> k8s.core.v1.PodSpecArgs:
+                 spread_label: tuple[str, str] | None = None, host_network: bool = False,
+                 options: PodOptions = NO_OPTIONS, image_pull_secrets: Sequence[str] = ()) -> k8s.core.v1.PodSpecArgs:
     """A pod on its planned node and GPUs (or, for the workers of a multi-node replica, one per planned node: `node` a
-    list, `spread_label` their group): no service-account token, no service-link env, non-root, RuntimeDefault seccomp."""
+    list, `spread_label` their group): no service-account token, no service-link env, non-root, RuntimeDefault seccomp;
+    the workload's pod `options` and the stack's `image_pull_secrets` added (components/pod_options.py)."""
     many = isinstance(node, list)
     return k8s.core.v1.PodSpecArgs(
-        node_selector=None if many else {HOSTNAME_LABEL: node},
+        node_selector=node_selector(None if many else node, options),
         affinity=spread_over(node, spread_label) if many and spread_label else None,
         host_network=host_network or None,
         # On the host's network a pod still resolves Service names (LWS_LEADER_ADDRESS) through the cluster DNS.
         dns_policy="ClusterFirstWithHostNet" if host_network else None,
         runtime_class_name=gpu.runtime_class_name,
         resource_claims=gpu.resource_claims,
-        tolerations=gpu.tolerations,
+        tolerations=tolerations(gpu.tolerations, options),
+        priority_class_name=options.priority_class_name,
+        image_pull_secrets=pull_secrets(image_pull_secrets),
         automount_service_account_token=False,
         enable_service_links=False,
         termination_grace_period_seconds=termination_grace_period_seconds,

@@ -17,6 +17,7 @@ from components.network_policy import NetworkPolicies, NetworkPoliciesArgs
 from components.ollama import OllamaAdapterPool, OllamaAdapterPoolArgs
 from components.pods import key_digest
 from components.safety import SafetyModel, SafetyModelArgs
+from components.smoke import SmokeJob, smoke_job_args
 from components.vllm import HF_TOKEN_KEY, VllmModel, VllmModelArgs
 from stacks.config import Vllm
 from stacks.edge import API_KEY_KEY, API_KEY_SECRET, policy_rules
@@ -109,8 +110,9 @@ class Topology(pulumi.ComponentResource):
         serving = pulumi.ResourceOptions(parent=self, depends_on=depends)
         # Every Service's URL, as the graph names them (the components serve exactly these).
         self.endpoints = {name: ep.url for name, ep in sorted(graph.endpoints.items())}
+        servers: list[pulumi.Resource] = []  # what the smoke Job waits for
         if cfg.ollama is not None and plan.workloads:  # none with ollama.engine vllm
-            OllamaAdapterPool(
+            servers.append(OllamaAdapterPool(
                 "ollama",
                 OllamaAdapterPoolArgs(
                     namespace=cfg.namespace,
@@ -121,18 +123,20 @@ class Topology(pulumi.ComponentResource):
                     pull_mib_per_second=cfg.ollama.pull_mib_per_second,
                     server_start_seconds=cfg.ollama.server_start_seconds,
                     security=cfg.pod_security,
+                    image_pull_secrets=tuple(cfg.image_pull_secrets),
                 ),
                 opts=serving,
-            )
+            ))
         models = self._vllm_layer(name, stack, cache, serving, in_ns) if plan.vllm else []
         if graph.llama_stack is not None and cfg.llama_stack is not None:
             ls = cfg.llama_stack
-            LlamaStack(
+            servers.append(LlamaStack(
                 "llama-stack",
                 LlamaStackArgs(cfg.namespace, ls.image, graph.llama_stack, cache, ls.cpu, ls.memory_gib, cfg.pod_security,
-                               self.api_key_secret, offline=not cfg.network_policy.download_egress, api_key_digest=self.api_key_digest),
+                               self.api_key_secret, offline=not cfg.network_policy.download_egress, api_key_digest=self.api_key_digest,
+                               options=ls, image_pull_secrets=tuple(cfg.image_pull_secrets)),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends, *models]),
-            )
+            ))
         self.agents = {}
         if graph.agents:
             self.agents = AgentRoutes("agents", AgentRoutesArgs(cfg.namespace, graph.agents, self.api_key_secret), opts=in_ns).routes
@@ -141,6 +145,8 @@ class Topology(pulumi.ComponentResource):
         self.urls: dict[str, str] = {}
         if cfg.ingress is not None and stack.routes:
             self.urls = Edge("edge", EdgeArgs(cfg.namespace, cfg.ingress, list(stack.routes), cfg.api_key), opts=in_ns).urls
+        if cfg.smoke.job:  # once every server is up: the checks call them all
+            SmokeJob("smoke", smoke_job_args(stack, self.api_key_secret), opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends, *models, *servers]))
         self.register_outputs({"namespace": self.namespace, "endpoints": self.endpoints, "agents": self.agents, "urls": self.urls})
 
     def _vllm_layer(self, name: str, stack: Stack, cache: ModelCache, serving: pulumi.ResourceOptions,
@@ -167,7 +173,8 @@ class Topology(pulumi.ComponentResource):
             aliases = tuple((ep.name, ep.port) for ep in graph.endpoints.values() if ep.alias_of == replicas[0].service_name)
             server = VllmModelArgs(cfg.namespace, vllm.image, replicas, cfg.gpu_sharing, cache, vllm, secret_name,
                                    cfg.pod_security, self.api_key_secret, aliases, cfg.monitoring.prometheus_url,
-                                   offline=not cfg.network_policy.download_egress, api_key_digest=self.api_key_digest)
+                                   offline=not cfg.network_policy.download_egress, api_key_digest=self.api_key_digest,
+                                   image_pull_secrets=tuple(cfg.image_pull_secrets))
             # Turning the shield off or on moves the guard's server between the SafetyModel and the Topology: each way
             # the server's URN names its other place as an alias, so its Deployment, Service and PDB (whose children
             # the engine aliases alike) are updated in place instead of created again beside the old ones.

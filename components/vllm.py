@@ -22,6 +22,7 @@ from components.autoscaling import scaled_object, scaled_object_spec
 from components.gpu import gpu_pod_fields
 from components.labels import labels, meta, selector, SKIP_AWAIT
 from components.model_cache import MOUNT_PATH, ModelCache
+from components.pod_options import template_metadata
 from components.pods import KEY_DIGEST, check_cache, disruption_budget, gpu_pod_spec, hardened, no_surge, pull_policy
 from stacks.catalog import VLLM
 from stacks.observability import demand_query
@@ -128,6 +129,8 @@ class VllmModelArgs:
     """networkPolicy.downloadEgress is off: HF_HUB_OFFLINE=1, so the Hub client does not wait on blocked connections."""
     api_key_digest: str | None = None
     """The key's digest (components/pods.py key_digest): on the serving pods' template, so a rotated key restarts them."""
+    image_pull_secrets: tuple[str, ...] = ()
+    """The stack's `imagePullSecrets`, on every pod."""
 
 
 class VllmModel(pulumi.ComponentResource):
@@ -288,12 +291,12 @@ class VllmModel(pulumi.ComponentResource):
             termination_grace_period_seconds=60,
             init_containers=[check_cache(args.image, [HF_HOME], mounts[:1], args.security.gpu_read_only_root)],
             spread_label=(GROUP_LABEL, w.deployment_name) if len(nodes) > 1 else None,
-            host_network=net is not None and net.host_network)
+            host_network=net is not None and net.host_network, options=s, image_pull_secrets=args.image_pull_secrets)
         scrape = {} if is_worker else {"prometheus.io/scrape": "true", "prometheus.io/port": str(VLLM.port), "prometheus.io/path": "/metrics"}
         if args.api_key_digest is not None and args.api_key_secret and not is_worker:
             scrape[KEY_DIGEST] = args.api_key_digest
-        return k8s.core.v1.PodTemplateSpecArgs(metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels, annotations=scrape or None),
-                                               spec=spec)
+        # The model's own pod options (nodeSelector, tolerations, labels, annotations, priorityClassName) on every rank.
+        return k8s.core.v1.PodTemplateSpecArgs(metadata=template_metadata(pod_labels, scrape, s), spec=spec)
 
 
 def plan_note(w: VllmWorkload) -> dict[str, str]:

@@ -3,6 +3,7 @@
 # each only when it is missing or its pin changed. Nothing is downloaded but Go modules from the module proxy.
 #   e2e/build-tools.sh            all of them
 #   e2e/build-tools.sh etcd kwok  only these
+#   e2e/build-tools.sh promtool   promtool, which `make test` runs (not make e2e, so not in `all`)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.tools/bin"
@@ -12,7 +13,7 @@ export GOFLAGS="-mod=readonly -buildvcs=false"
 kube_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v1.34.4 -X k8s.io/component-base/version.gitMajor=1"
 kube_ldflags+=" -X k8s.io/component-base/version.gitMinor=34 -X k8s.io/component-base/version.gitTreeState=clean"
 
-# build NAME DIR LDFLAGS OUT PACKAGE...: go build the packages with e2e/go/DIR's go.mod to OUT (a file, or bin/).
+# build NAME DIR LDFLAGS OUT [-FLAG...] PACKAGE...: go build with e2e/go/DIR's go.mod to OUT (a file, or bin/).
 build() {
   local name=$1 dir=$2 ldflags=$3 out=$4; shift 4
   local stamp="$bin/.$name.stamp" want
@@ -47,6 +48,10 @@ for t in "${targets[@]}"; do
     pulumi) build pulumi pulumi "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v3.274.1" \
               "$bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi ;;
     provider) provider ;;
-    *) echo "unknown tool $t (etcd kubernetes kwok lws pulumi provider)" >&2; exit 2 ;;
+    # remove_all_sd leaves out the service discoveries promtool's plugins import registers (plugins/plugin_aws.go
+    # and the rest @v0.316.0; kubernetes stays, cmd/promtool/main.go imports it): `check rules` needs none of them.
+    promtool) build promtool promtool "-s -w -X github.com/prometheus/common/version.Version=3.16.0" \
+                "$bin/promtool" -tags=remove_all_sd github.com/prometheus/prometheus/cmd/promtool ;;
+    *) echo "unknown tool $t (etcd kubernetes kwok lws pulumi provider promtool)" >&2; exit 2 ;;
   esac
 done

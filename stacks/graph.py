@@ -12,6 +12,7 @@ from typing import Literal
 
 from stacks.catalog import EMBEDDING_MODELS, LLAMA_STACK, OLLAMA, VLLM, EmbeddingModel
 from stacks.config import Agent, StackConfig
+from stacks.config.smoke import JOB_NAME as SMOKE_CLIENT
 from stacks.plan import LLAMA_STACK_NAME as LLAMA_STACK_SERVICE
 from stacks.plan import Plan, pool_server_key, text_table
 
@@ -58,7 +59,7 @@ class Route:
 
     client: str
     server: str
-    purpose: Literal["inference", "safety", "fallback", "rag"]
+    purpose: Literal["inference", "safety", "fallback", "rag", "smoke"]
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,8 @@ def build_graph(cfg: StackConfig, plan: Plan) -> ServiceGraph:
     if stack is not None:
         endpoints[stack.endpoint.name] = stack.endpoint
     agents = tuple(_agent_route(name, a, stack, endpoints, routes) for name, a in sorted(cfg.agents.items()))
+    if cfg.smoke.job:  # the in-cluster smoke Job calls every Service: a client of each, so the policies let it through
+        routes += [Route(SMOKE_CLIENT, name, "smoke") for name in sorted(endpoints)]
     return ServiceGraph(endpoints, tuple(dict.fromkeys(routes)), stack, agents)
 
 

@@ -20,7 +20,7 @@ from stacks.edge import IngressRoute, ingress_routes, route_problems
 from stacks.graph import ServiceGraph, build_graph
 from stacks.names import name_problems
 from stacks.timing import timing_problems
-from stacks.plan import Plan, build_plan
+from stacks.plan import Plan, PlanFailed, build_plan
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,11 @@ class Stack:
 class InvalidStack(pulumi.RunError):
     """Raised instead of a traceback: Pulumi prints only the message for a RunError."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], plan: Plan | None = None, unplaced: tuple[str, ...] = ()):
         self.problems = problems
+        self.plan = plan
+        """The plan of what fitted, when the plan is what failed (PlanFailed): `make render` prints its table."""
+        self.unplaced = unplaced
         super().__init__("invalid stack configuration:\n  " + "\n  ".join(problems))
 
 
@@ -211,11 +214,13 @@ def load_stack() -> Stack:
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     env_secret = set(runtime_config.get_config_secret_keys_env())
     problems += provider_problems(merged, frozenset(k for k in merged if runtime_config.is_config_secret(k) or k in env_secret))
+    failed: PlanFailed | None = None
     try:
         stack = stack_from(raw_config(), secret_keys())
         stack = dataclasses.replace(stack, kubernetes=provider_settings())
     except ConfigError as exc:
         problems += exc.problems
+        failed = exc if isinstance(exc, PlanFailed) else None
     if problems:
-        raise InvalidStack(problems)
+        raise InvalidStack(problems, failed.plan if failed else None, failed.unplaced if failed else ())
     return stack

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from stacks.config import ModelCache, StackConfig, key
+from stacks.config.smoke import JOB_NAME as SMOKE_JOB
 from stacks.edge import edge_objects, ingress_routes, policy_rules
 from stacks.graph import ServiceGraph
 from stacks.observability import scrape_targets
@@ -128,6 +129,8 @@ def planned_objects(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[C
         out.append(Claim("ConfigMap", ns, stack_config_map(stack.endpoint.name), key("llamaStack")))
         out.append(Claim("Service", ns, stack.endpoint.name, key("llamaStack")))
     out += [Claim("ConfigMap", ns, agent_config_map(a.name), key("agents", a.name)) for a in graph.agents]
+    if cfg.smoke.job:  # components/smoke.py: the checks' script and the Job running it
+        out += [Claim(kind, ns, SMOKE_JOB, key("smoke", "job")) for kind in ("ConfigMap", "Job")]
     # One PodDisruptionBudget per serving workload: an Ollama server, a vLLM model (all replicas), Llama Stack.
     out += [Claim("PodDisruptionBudget", ns, w.deployment_name, key(*w.config_path)) for w in plan.workloads]
     out += [Claim("PodDisruptionBudget", ns, name, key(*path)) for name, path in sorted(first_of.items())]

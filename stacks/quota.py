@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stacks.config import StackConfig
+from stacks.config.smoke import CPU as SMOKE_CPU, MEMORY_MIB as SMOKE_MEMORY_MIB
 from stacks.graph import ServiceGraph
 from stacks.names import planned_objects
 from stacks.plan import Plan, server_pods, shm_gib
@@ -42,6 +43,8 @@ def pod_requests(cfg: StackConfig, plan: Plan, graph: ServiceGraph) -> list[PodR
         pods.append(PodRequest(cfg.llama_stack.cpu, round(cfg.llama_stack.memory_gib * 1024)))
     if _acme(cfg):
         pods.append(ACME_SOLVER)
+    if cfg.smoke.job:  # components/smoke.py
+        pods.append(PodRequest(SMOKE_CPU, SMOKE_MEMORY_MIB))
     return pods
 
 

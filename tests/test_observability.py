@@ -18,7 +18,7 @@ from tests.conftest import run_raw, run_secret_raw, stack_of, stack_raw, variant
 from tests.test_validate import STACKS
 from tools.offline import ROOT
 
-PROMTOOL = Path(ROOT) / ".tools" / "promtool"
+PROMTOOL = Path(ROOT) / ".tools" / "bin" / "promtool"
 
 
 def metric_names(expr: str) -> set[str]:
@@ -62,7 +62,7 @@ OPERATOR_ON = lambda r: r.update(monitoring={**r.get("monitoring", {}), "prometh
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_rules_pass_promtool(stack, tmp_path):
-    assert PROMTOOL.exists(), "promtool is missing: `make test` unpacks it into .tools (Debian's prometheus package)"
+    assert PROMTOOL.exists(), "promtool is missing: `make test` builds it with Go (e2e/build-tools.sh promtool)"
     raw = variant(OPERATOR_ON, stack)  # dev runs without the operator; its rules are checked all the same
     run = run_secret_raw(raw, ["hfToken"] if "hfToken" in raw else [])
     rule = run.find("PrometheusRule", "llm-infra-alerts")

@@ -1,5 +1,6 @@
 """`make smoke` (tools/smoke.py) against stand-in servers on loopback: one per API, one down, one that answers
-500, one slower than the timeout. Every server is stopped at the end; every call has a timeout."""
+500, one slower than the timeout; and through port-forwards (tools/smoke_forward.py) to stand-ins playing the pods, by an
+injected cluster. Every server is stopped at the end; every call has a timeout."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import contextlib
 import io
 import json
 import socket
+from types import SimpleNamespace
 
 import pytest
 
+from tests.conftest import stack_of, stack_raw, variant
 from tests.standin import StandIn
-from tools import smoke
+from tests.test_validate import VARIANTS
+from tools import smoke, smoke_forward
+from tools.smoke_forward import Target, local_url, ready_pod, targets, to_forward
 
 
 def free_port() -> int:
@@ -127,3 +132,133 @@ def test_vllm_with_the_stacks_key_needs_it_and_the_failure_says_how(tmp_path, st
     monkeypatch.setenv("API_KEY", key)  # what `make smoke` passes on
     code, _, _ = run(tmp_path, services)
     assert code == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Port-forwards (tools/smoke_forward.py): from the service graph, through an injected cluster
+
+
+
+def pod(name: str, ready: bool = True, phase: str = "Running"):
+    return SimpleNamespace(metadata=SimpleNamespace(name=name), status=SimpleNamespace(
+        phase=phase, conditions=[SimpleNamespace(type="Ready", status="True" if ready else "False")]))
+
+
+class FakeCluster:
+    """Pods by label selector, and `connect` opening a loopback connection to the stand-in playing that pod."""
+
+    def __init__(self, pods: dict[str, list], servers: dict[str, StandIn]):
+        self._pods, self._servers = pods, servers
+        self.asked: list[tuple[str, str]] = []
+        self.connected: list[tuple[str, str, int]] = []
+
+    def pods(self, namespace, selector):
+        self.asked.append((namespace, selector))
+        return self._pods.get(selector, [])
+
+    def connect(self, namespace, pod_name, port):
+        self.connected.append((namespace, pod_name, port))
+        return socket.create_connection(("127.0.0.1", self._servers[pod_name].port), timeout=5)
+
+
+def test_the_targets_come_from_the_graph():
+    prod = targets(stack_of(stack_raw("prod")).graph)
+    assert prod["vllm-llama-70b"] == Target("llama-serve", "llm-infra/service=vllm-llama-70b", 8000)
+    assert prod["llamastack-server"] == Target("llama-serve", "llm-infra/service=llamastack-server", 8321)
+    # The adapter pool on vLLM: the task Service ollama-<role> on 11434 reaches its server's pods on 8000.
+    graph = stack_of(variant(VARIANTS["multi-lora"])).graph
+    alias = next(ep for ep in graph.endpoints.values() if ep.alias_of)
+    assert targets(graph)[alias.name] == Target(alias.namespace, f"llm-infra/service={alias.alias_of}", 8000) and alias.port == 11434
+    # A multi-node replica answers from its leader.
+    scale = stack_of(stack_raw("scale")).graph
+    grouped = next(ep for ep in scale.endpoints.values() if ep.groups)
+    assert targets(scale)[grouped.name].selector == f"llm-infra/service={grouped.name},llm-infra/role=leader"
+
+
+def test_only_in_cluster_urls_are_forwarded_unless_asked_and_urls_keep_their_path():
+    graph = stack_of(stack_raw("prod")).graph
+    services = graph.services()
+    services["vllm-llama-3b"] = {**services["vllm-llama-3b"], "url": "http://127.0.0.1:9000/v1"}  # a hand-made forward
+    services["vllm-gone"] = {"kind": "vllm", "url": "http://vllm-gone.llama-serve:8000/v1", "models": ["x"]}
+    chosen, problems = to_forward(services, graph, always=False)
+    assert "vllm-llama-70b" in chosen and "vllm-llama-3b" not in chosen and not problems
+    chosen, problems = to_forward(services, graph, always=True)
+    assert "vllm-llama-3b" in chosen and "not in the stack's service graph" in problems["vllm-gone"]
+    assert local_url("http://vllm-llama-70b.llama-serve:8000/v1", 40123) == "http://127.0.0.1:40123/v1"
+    assert ready_pod([pod("b"), pod("a", ready=False), pod("c", phase="Pending")]) == "b"
+    assert ready_pod([pod("a", ready=False)]) is None
+
+
+def test_make_smoke_forwards_to_each_services_pod_and_closes_the_forwards(tmp_path, stand_ins, monkeypatch):
+    """Outside the cluster, with the stack's own in-cluster URLs: every check goes through a forward to a ready pod."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("API_KEY", raising=False)
+    graph = stack_of(stack_raw("prod")).graph
+    services = graph.services()
+    pods, servers = {}, {}
+    for name, t in targets(graph).items():
+        if graph.endpoints[name].alias_of is None:
+            servers[f"{name}-0"] = stand_ins(services[name]["models"][0])
+            pods[t.selector] = [pod(f"{name}-0"), pod(f"{name}-1", ready=False)]
+    cluster = FakeCluster(pods, servers)
+    made = []
+    monkeypatch.setattr(smoke_forward, "KubeCluster", lambda: made.append(cluster) or cluster)
+    opened = []
+    real = smoke_forward.Forward.__init__
+    monkeypatch.setattr(smoke_forward.Forward, "__init__", lambda self, *a: real(self, *a) or opened.append(self))
+    code, out, err = run(tmp_path, services, extra=("--stack", "prod"))
+    assert code == 0, out
+    assert made == [cluster]
+    assert {p for _, p, _ in cluster.connected} == set(servers)  # only ready pods, each on the graph's port
+    assert ("llama-serve", "vllm-llama-70b-0", 8000) in cluster.connected
+    assert all(s.requests for s in servers.values())
+    assert "via pod/vllm-llama-70b-0:8000" in err and "http://127.0.0.1:" in err
+    for f in opened:  # closed: nothing listens any more
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", f.port), timeout=1).close()
+
+
+def test_a_service_without_a_ready_pod_fails_its_row_and_loopback_urls_need_no_cluster(tmp_path, stand_ins, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    graph = stack_of(stack_raw("prod")).graph
+    service = graph.services()["vllm-llama-3b"]
+    cluster = FakeCluster({"llm-infra/service=vllm-llama-3b": [pod("p", ready=False)]}, {})
+    monkeypatch.setattr(smoke_forward, "KubeCluster", lambda: cluster)
+    code, out, _ = run(tmp_path, {"vllm-llama-3b": service}, extra=("--stack", "prod"))
+    assert code == 1 and "port-forward" in out and "no ready pod with llm-infra/service=vllm-llama-3b" in out
+    # --no-port-forward calls the URL as it is (and reaches no cluster); a loopback URL is never forwarded.
+    code, out, _ = run(tmp_path, {"vllm-llama-3b": service}, timeout=2.0, extra=("--stack", "prod", "--no-port-forward"))
+    assert code == 1 and "port-forward" not in out
+    vllm = stand_ins("llama-3b")
+    monkeypatch.setattr(smoke_forward, "KubeCluster", lambda: pytest.fail("the cluster was asked"))
+    code, out, err = run(tmp_path, {"vllm-llama-3b": {**service, "url": vllm.base_url}}, extra=("--stack", "prod"))
+    assert code == 0 and "2 checks ok" in out and "via" not in err
+
+
+def test_the_kubernetes_client_opens_one_forward_per_connection(monkeypatch):
+    import kubernetes.stream
+
+    calls = []
+    sock = object()
+    forward = SimpleNamespace(socket=lambda port: (calls.append(("socket", port)), sock)[1])
+    monkeypatch.setattr(kubernetes.stream, "portforward", lambda method, name, ns, ports: calls.append((method, name, ns, ports)) or forward)
+    core = SimpleNamespace(connect_get_namespaced_pod_portforward="connect",
+                           list_namespaced_pod=lambda ns, label_selector, _request_timeout: SimpleNamespace(items=[(ns, label_selector)]))
+    kube = smoke_forward.KubeCluster(core)
+    assert kube.pods("llama-serve", "llm-infra/service=x") == [("llama-serve", "llm-infra/service=x")]
+    assert kube.connect("llama-serve", "vllm-x-0", 8000) is sock
+    assert calls == [("connect", "vllm-x-0", "llama-serve", "8000"), ("socket", 8000)]
+
+
+def test_a_refused_forward_fails_the_check_and_says_why(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    service = stack_of(stack_raw("prod")).graph.services()["vllm-llama-3b"]
+
+    class Refusing(FakeCluster):
+        def connect(self, namespace, pod_name, port):
+            raise RuntimeError("(403) Forbidden: pods/portforward is forbidden")
+
+    monkeypatch.setattr(smoke_forward, "KubeCluster", lambda: Refusing({"llm-infra/service=vllm-llama-3b": [pod("p")]}, {}))
+    code, out, err = run(tmp_path, {"vllm-llama-3b": service}, timeout=5.0, extra=("--stack", "prod"))
+    assert code == 1 and "2 failed" in out
+    assert "smoke: port-forward to pod/p:8000: (403) Forbidden: pods/portforward is forbidden" in err

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from stacks.loader import RENDER_KEY
+from tests.test_observability import PROMTOOL
 from tests.test_validate import STACKS
 from tools.offline import ROOT, run_program, stack_config
 
@@ -54,6 +55,23 @@ def test_the_workflow_tests_renders_runs_the_real_engine_and_previews_every_stac
     assert '.venv/bin/python -m tools.preview --stack "$STACK"' in step["run"] and step["shell"] == "bash"
     assert "renderYamlToDirectory" not in (ROOT / ".github/workflows/pull-request.yml").read_text()
     assert "from tools import preview as driver" in (ROOT / "e2e" / "run.py").read_text()
+
+
+def test_the_jobs_that_build_go_tools_set_up_go_first():
+    """make test builds promtool and make e2e the cluster's tools from their modules in e2e/go (ubuntu-latest has no
+    Debian 12 package to unpack promtool from): each job sets up a Go that every pinned module's `go` line accepts."""
+    flow = yaml.safe_load((ROOT / ".github/workflows/pull-request.yml").read_text())
+    wanted = max(tuple(map(int, line.split()[1].split(".")[:2])) for path in (ROOT / "e2e" / "go").glob("*/go.mod")
+                 for line in path.read_text().splitlines() if line.startswith("go "))
+    for job, target, sums in (("test", "make test", "e2e/go/promtool/go.sum"), ("e2e", "make e2e", "e2e/go/*/go.sum")):
+        steps = flow["jobs"][job]["steps"]
+        setup = [i for i, s in enumerate(steps) if s.get("uses", "").startswith("actions/setup-go@")]
+        assert setup and setup[0] < next(i for i, s in enumerate(steps) if s.get("run") == target), job
+        given = steps[setup[0]]["with"]
+        assert tuple(map(int, given["go-version"].split("."))) >= wanted and given["cache-dependency-path"] == sums, job
+    makefile = (ROOT / "Makefile").read_text()
+    assert "apt-get" not in makefile and "\t@bash e2e/build-tools.sh promtool " in makefile
+    assert f"PROMTOOL := {PROMTOOL.relative_to(ROOT)}\n" in makefile  # the path the alert-rule test runs
 
 
 def test_render_to_directory_reaches_the_programs_own_provider():

@@ -22,7 +22,8 @@ import yaml
 from stacks.loader import InvalidStack
 from stacks.edge import AUTH_SECRET, format_edge
 from stacks.graph import format_routes
-from stacks.plan import format_table
+from stacks.plan import Plan, format_table, listing
+from tools.addons import format_addons
 from tools.offline import ROOT, StackFileError, run_stack, stack_config
 from tools.plan_picture import plan_svg
 
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = run_stack(a.stack, a.config)
     except (InvalidStack, StackFileError) as exc:
+        if isinstance(exc, InvalidStack) and exc.plan is not None:
+            print(failed_plan_table(exc.plan, exc.unplaced), flush=True)
         print(f"render {a.stack}: {exc}", file=sys.stderr)
         print("nothing was written.", file=sys.stderr)
         return 2
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = ", ".join(f"{n} {k}" for k, n in kinds.items())
     print(f"\nwrote {manifests} ({len(objects)} objects: {summary}), {out / 'plan.json'} and {out / 'plan.svg'} "
           f"in {time.perf_counter() - started:.1f} s")
+    print("\n" + format_addons(run.program["stack"].config, plan, kinds))
     _, stored = stack_config(a.stack, a.config, placeholders=False)
     _, needed = stack_config(a.stack, a.config)
     for key in sorted(set(needed) - set(stored)):
@@ -80,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             if s["metadata"]["name"] == AUTH_SECRET:
                 print("    (AUTH: the htpasswd line of the API key, e.g. AUTH=\"$(htpasswd -nbB <ingress.auth.user> \"$API_KEY\")\")")
     return 0
+
+
+def failed_plan_table(plan: Plan, unplaced: tuple[str, ...]) -> str:
+    """The tables of a plan that failed: what was placed, then the vLLM pods that have no room (the errors follow)."""
+    head = "The plan failed; this is what was placed (the errors below say what does not fit)."
+    gpus, _, rest = format_table(plan).partition("\n\n")  # the GPU table, then the node, pool and vLLM tables
+    mark = [f"  NOT PLACED (no room): {listing(list(unplaced), 8)}"] if unplaced else []
+    return "\n".join([head, gpus, *mark, "", rest]) + "\n"
 
 
 def shell_var(key: str) -> str:

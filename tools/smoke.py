@@ -2,19 +2,27 @@
 
     make smoke STACK=prod                       # endpoints from `pulumi stack output --json --stack prod`
     make smoke ENDPOINTS=outputs.json           # or a file (or http(s) URL) holding that JSON
+    make smoke STACK=prod PORT_FORWARD=1        # through a port-forward to each Service's pod (PORT_FORWARD=0: never)
 
 Reads the stack's `services` output (every Service with its API, URL and model ids, from the service graph)
 and, per Service: Ollama `POST /api/generate` for its model; vLLM `GET /v1/models` (its served name listed)
 and a short streamed chat completion; Llama Stack `GET /v1/health`, a streamed chat through its first model
 and, with a shield, `POST /v1/safety/run-shield`. Prints endpoint, check, status, latency and time to first
-token; exits 1 if any check fails. Run it from where the Service URLs resolve (inside the cluster, or with
-`kubectl port-forward` and a file whose URLs point at the forwarded ports). vLLM checks the stack's API key
-(`VLLM_API_KEY`): pass it as `API_KEY=$(pulumi config get apiKey --stack <stack>)` in the environment.
+token; exits 1 if any check fails. Outside the cluster (no KUBERNETES_SERVICE_HOST), the Services whose URL is their
+in-cluster name are reached through a port-forward to a ready pod of each (kubeconfig's current context, or
+$KUBECONFIG; Services, pods and ports from the stack file's service graph: tools/smoke_forward.py); `--port-forward`
+forwards every Service, `--no-port-forward` none. vLLM checks the stack's API key (`VLLM_API_KEY`): pass it as
+`API_KEY=$(pulumi config get apiKey --stack <stack>)` in the environment.
+
+This module imports only the standard library and httpx: the in-cluster smoke Job (`smoke.job`, components/smoke.py)
+runs this very file in the Llama Stack or vLLM image.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
 import json
 import os
 import subprocess
@@ -23,10 +31,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 import httpx
-
-from stacks.plan import text_table
 
 PROMPT = "Reply with the single word OK."
 
@@ -151,7 +158,29 @@ def table(results: list[Result]) -> str:
     for r in results:
         rows.append((r.endpoint, r.check, "ok" if r.ok else "FAIL", f"{r.seconds * 1000:.0f}",
                      f"{r.ttft * 1000:.0f}" if r.ttft is not None else "-", r.detail))
-    return text_table(rows, right=(3, 4))
+    # Aligned like stacks.plan.text_table (not imported: this file runs alone in the smoke Job).
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if i in (3, 4) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _outside_with_cluster_urls(services: dict[str, Any]) -> bool:
+    """Outside a cluster (the kubelet sets KUBERNETES_SERVICE_HOST in every container: k8s.io/kubernetes v1.34.4
+    pkg/kubelet/kubelet_pods.go:700-709), with a URL whose host is a name, not loopback or an address: an in-cluster
+    name that does not resolve here. Which of them are the stack's Services, the service graph says."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return False
+    hosts = {urlsplit(s["url"]).hostname or "" for s in services.values()}
+    return any(h != "localhost" and not _is_address(h) for h in hosts)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,17 +190,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
     p.add_argument("--api-key", default=os.environ.get("API_KEY"),
                    help="the stack's API key, sent to vLLM as a Bearer token (default: $API_KEY)")
+    p.add_argument("--port-forward", action=argparse.BooleanOptionalAction, default=None,
+                   help="reach every Service through a port-forward to its pod (--no-port-forward: none); default: outside "
+                        "the cluster, the Services whose URL is their in-cluster name")
     a = p.parse_args(argv)
     try:
         services = load_outputs(a.stack, a.endpoints)
     except (OSError, ValueError, subprocess.CalledProcessError, httpx.HTTPError) as exc:
         print(f"smoke: cannot read the stack's outputs: {exc}", file=sys.stderr)
         return 2
-    results: list[Result] = []
-    with httpx.Client(timeout=a.timeout) as client:
-        for i, (name, service) in enumerate(sorted(services.items()), 1):
-            print(f"[{i}/{len(services)}] {name} ({service['kind']}, {service['url']})", file=sys.stderr, flush=True)
-            results += checks(name, service, client, a.api_key)
+    with contextlib.ExitStack() as forwards:
+        results: list[Result] = []
+        if a.port_forward or (a.port_forward is None and _outside_with_cluster_urls(services)):
+            try:
+                from tools.smoke_forward import KubeCluster, forwarded
+                from tools.status import load
+
+                graph = load(a.stack or "dev", None).graph
+                services, problems = forwards.enter_context(forwarded(services, graph, KubeCluster, bool(a.port_forward)))
+            except Exception as exc:  # stack file, kubeconfig or API errors: one line
+                print(f"smoke: cannot port-forward (--no-port-forward calls the URLs as they are): {type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+                return 2
+            results += [Result(name, "port-forward", False, why, 0.0) for name, why in sorted(problems.items())]
+            services = {n: s for n, s in services.items() if n not in problems}
+        with httpx.Client(timeout=a.timeout) as client:
+            for i, (name, service) in enumerate(sorted(services.items()), 1):
+                via = f", via {service['via']}" if "via" in service else ""
+                print(f"[{i}/{len(services)}] {name} ({service['kind']}, {service['url']}{via})", file=sys.stderr, flush=True)
+                results += checks(name, service, client, a.api_key)
     print(table(results))
     failed = [r for r in results if not r.ok]
     print(f"\n{len(results) - len(failed)} checks ok, {len(failed)} failed")

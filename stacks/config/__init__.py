@@ -7,7 +7,7 @@ the full key (`llm-infra:ollama.adapters.chatbot.gpu: ...`) and the fix.
 
 import difflib
 import types
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -19,12 +19,15 @@ from stacks.config.monitoring import Monitoring
 from stacks.config.llama_stack import Agent, LlamaStack, LlamaStackSafety, llama_stack_problems
 from stacks.config.consistency import consistency_problems
 from stacks.config.raw_checks import raw_problems
+from stacks.config.salvage import kept, salvaged_problems
+from stacks.config.smoke import Smoke, smoke_problems
+from stacks.config.pod_options import PodOptions, Toleration, pod_options_problems
 from stacks.config.vllm import TYPED_FLAGS, Vllm, VllmModel, _vllm_problems, flag_name
 from stacks.errors import ConfigError
 
 __all__ = [
     "DNS_LABEL", "DNS_SUBDOMAIN", "Auth", "Ingress", "Monitoring", "NetworkPolicy", "PodSecurity", "Route", "Tls", "PROJECT", "TYPED_FLAGS", "Adapter", "Agent", "LlamaStack", "LlamaStackSafety", "AdapterPoolVllm", "Gpu", "GpuSharing",
-    "ModelCache", "Node", "Ollama", "OllamaServer", "Plan", "Reserve", "StackConfig", "Vllm", "VllmModel",
+    "ModelCache", "Node", "Ollama", "OllamaServer", "Plan", "PodOptions", "Toleration", "Reserve", "StackConfig", "Vllm", "VllmModel",
     "camel", "cross_field_problems", "flag_name", "key", "node_of", "parse_config", "servers",
 ]
 
@@ -59,10 +62,15 @@ class StackConfig(_Model):
     """Routes from outside the cluster: host names, paths, rate limits, TLS and authentication."""
     network_policy: NetworkPolicy = NetworkPolicy()
     """NetworkPolicies from the service graph over a default deny."""
+    smoke: Smoke = Smoke()
+    """`make smoke`'s checks as a Job inside the cluster."""
     monitoring: Monitoring = Monitoring()
     """Prometheus, its monitors and alerts, the Grafana dashboard, and what KEDA asks."""
     pod_security: PodSecurity = PodSecurity()
     """The non-root user and group every pod runs as."""
+    image_pull_secrets: list[Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]] = []
+    """Secrets (`kubernetes.io/dockerconfigjson`, in the stack's namespace) every pod pulls its images with, for a private
+    registry or mirror: `kubectl create secret docker-registry <name> -n <namespace> ...` before `pulumi up`."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,20 +124,23 @@ def short(value: Any, limit: int = 60) -> str:
 
 def parse_config(raw: dict[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:
     """Validate the stack's `llm-infra:*` values (top-level key -> value) into a StackConfig."""
-    empty = [f"{key(k)}: empty value (`~` or nothing after the colon); give a value, or remove the key to use its default"
-             for k, v in sorted(raw.items()) if v is None or (isinstance(v, str) and not v.strip())]
-    if empty:
-        raise ConfigError(empty)
-    problems = raw_problems(raw)
+    empty = [k for k, v in sorted(raw.items()) if v is None or (isinstance(v, str) and not v.strip())]
+    problems = [f"{key(k)}: empty value (`~` or nothing after the colon); give a value, or remove the key to use its default"
+                for k in empty]
+    given = {k: v for k, v in raw.items() if k not in empty}
+    problems += raw_problems(given)
     flagged = {p.split(": ", 1)[0] for p in problems}
+    cross = lambda c: cross_field_problems(c, secret_keys)  # noqa: E731
     try:
-        cfg = StackConfig.model_validate(raw)
+        cfg = StackConfig.model_validate(given)
     except ValidationError as exc:
-        schema = [p for p in dict.fromkeys(_format(e) for e in exc.errors()) if p.split(": ", 1)[0] not in flagged]
-        raise ConfigError(problems + schema) from None
-    problems += cross_field_problems(cfg, secret_keys)
+        # Every problem in one run: the checks that can still run on what validates (stacks/config/salvage.py).
+        problems += [p for p in dict.fromkeys(_format(e) for e in exc.errors()) if p.split(": ", 1)[0] not in flagged]
+        raise ConfigError(problems + salvaged_problems(given, problems, StackConfig.model_validate, cross,
+                                                       [(k,) for k in empty])) from None
+    problems += kept(cross(cfg), [(k,) for k in empty])
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(list(dict.fromkeys(problems)))
     return cfg
 
 
@@ -149,4 +160,6 @@ def cross_field_problems(cfg: StackConfig, secret_keys: frozenset[str] = frozens
     problems += _cache_problems(cfg)
     problems += edge_problems(cfg, secret_keys)
     problems += consistency_problems(cfg)
+    problems += smoke_problems(cfg)
+    problems += pod_options_problems(cfg)
     return problems

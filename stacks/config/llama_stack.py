@@ -16,6 +16,8 @@ from pydantic import Field, field_validator
 from stacks.catalog import EMBEDDING_MODELS, LLAMA_STACK, LLAMA_STACK_DEFAULT_IMAGE
 from stacks.config.base import DNS_LABEL, MAX_CPU, MAX_GIB, MAX_TOKENS, MIN_CPU, MIN_POD_GIB, _Model, key
 from stacks.config.images import check_image, release_text
+from stacks.config.suggest import did_you_mean
+from stacks.config.pod_options import PodOptions
 from stacks.config.vllm import hf_model
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ class LlamaStackSafety(_Model):
     """`max_tokens` of the guard's inference provider: a verdict is `safe` or `unsafe` plus a category line."""
 
 
-class LlamaStack(_Model):
+class LlamaStack(PodOptions):
     image: str = LLAMA_STACK_DEFAULT_IMAGE
     """Llama Stack image, pinned to a release tag or a digest (`llamastack/distribution-starter`; the program writes its config.yaml)."""
     accept_version: str | None = None
@@ -82,7 +84,8 @@ def llama_stack_problems(cfg: StackConfig) -> list[str]:
         at = lambda *k: key("llamaStack", *k)  # noqa: E731
         for i, name in enumerate(ls.models):
             if name not in models:
-                problems.append(f"{at('models')}[{i}]: {name!r} is not a vllm.models key; use one of: {choices}")
+                problems.append(f"{at('models')}[{i}]: {name!r} is not a vllm.models key; use one of: {choices}"
+                                + did_you_mean(name, models))
             elif ls.models.count(name) > 1 and ls.models.index(name) < i:
                 problems.append(f"{at('models')}[{i}]: {name!r} is listed twice; list each model once")
             elif (hf := hf_model(models[name])) is not None and hf.safety_classifier:
@@ -97,7 +100,8 @@ def llama_stack_problems(cfg: StackConfig) -> list[str]:
         if ls.safety is not None:
             s = ls.safety
             if s.model not in models:
-                problems.append(f"{at('safety', 'model')}: {s.model!r} is not a vllm.models key; use one of: {choices}")
+                problems.append(f"{at('safety', 'model')}: {s.model!r} is not a vllm.models key; use one of: {choices}"
+                                + did_you_mean(s.model, models))
             elif (hf := hf_model(models[s.model])) is not None and not hf.safety_classifier:
                 from stacks.model_catalog import hf_models
 
@@ -114,7 +118,7 @@ def llama_stack_problems(cfg: StackConfig) -> list[str]:
             if ref is None:
                 continue
             if ref not in models:
-                problems.append(f"{at(field)}: {ref!r} is not a vllm.models key; use one of: {choices}")
+                problems.append(f"{at(field)}: {ref!r} is not a vllm.models key; use one of: {choices}" + did_you_mean(ref, models))
             elif ls is not None and ls.safety is not None and ref == ls.safety.model:
                 problems.append(f"{at(field)}: {ref!r} is the safety classifier; agents reach it through the shield (safety: true)")
             elif agent.path == "llamaStack" and (ls is None or ref not in ls.models):

@@ -11,6 +11,8 @@ from stacks.catalog import OLLAMA_DEFAULT_IMAGE, VLLM
 from stacks.config.base import (DNS_LABEL, GO_DURATION, MAX_CPU, MAX_GIB, MAX_MIB_PER_SECOND, MAX_REPLICAS,
                                  MAX_TOKENS, MIN_CPU, MIN_POD_GIB, GO_DURATION_MAX_SECONDS, _Model, go_duration_seconds, hf_repo_id, key)
 from stacks.config.images import check_image, release_text
+from stacks.config.suggest import REPO_CUTOFF, close_match, did_you_mean
+from stacks.config.pod_options import PodOptions
 from stacks.errors import MissingSecret
 from stacks.config.cluster import Node
 
@@ -26,7 +28,7 @@ class OllamaAutoscale(_Model):
     """Average CPU use (percent of the request) the HorizontalPodAutoscaler keeps."""
 
 
-class OllamaServer(_Model):
+class OllamaServer(PodOptions):
     gpu: int
     """Index of the GPU (on `node`) the pods of this server use."""
     node: str | None = None
@@ -141,6 +143,16 @@ def node_of(cfg: StackConfig, server: OllamaServer) -> Node | None:
 
 
 
+def base_model_problem(tag: str) -> str:
+    """An Ollama tag the catalog lacks, and the catalog's tag it likely misspells. Also run on the raw `ollama` block when
+    the rest of it failed validation (stacks/config/salvage.py)."""
+    from stacks.model_catalog import ollama_models
+
+    close = close_match(tag, ollama_models())
+    hint = f" did you mean {close!r}?" if close else ""
+    return f"{key('ollama', 'baseModel')}: {tag!r} is not in the model catalog;{hint} use one of: {', '.join(sorted(ollama_models()))}"
+
+
 def _ollama_problems(cfg: StackConfig, ollama: Ollama) -> list[str]:
     problems: list[str] = []
     names = [n.name for n in cfg.nodes]
@@ -148,9 +160,7 @@ def _ollama_problems(cfg: StackConfig, ollama: Ollama) -> list[str]:
 
     model = ollama_models().get(ollama.base_model)
     if model is None:
-        problems.append(
-            f"{key('ollama', 'baseModel')}: {ollama.base_model!r} is not in the model catalog; use one of: {', '.join(sorted(ollama_models()))}"
-        )
+        problems.append(base_model_problem(ollama.base_model))
 
     mode = cfg.gpu_sharing.mode
     for path, role, server in servers(cfg):
@@ -185,7 +195,8 @@ def _ollama_problems(cfg: StackConfig, ollama: Ollama) -> list[str]:
     if ollama.engine == "vllm":
         pool = ollama.vllm
         if pool.model not in hf_models():
-            problems.append(f"{key('ollama', 'vllm', 'model')}: {pool.model!r} is not in the model catalog")
+            problems.append(f"{key('ollama', 'vllm', 'model')}: {pool.model!r} is not in the model catalog"
+                            + did_you_mean(pool.model, hf_models(), REPO_CUTOFF))
         if pool.max_lora_rank not in VLLM.max_lora_ranks:
             problems.append(f"{key('ollama', 'vllm', 'maxLoraRank')}: {pool.max_lora_rank} is not a vLLM choice; use one of {', '.join(map(str, VLLM.max_lora_ranks))}")
         for name, adapter in sorted(ollama.adapters.items()):

@@ -11,6 +11,7 @@ from stacks.catalog import VLLM, VLLM_DEFAULT_IMAGE, HfModel
 from stacks.config.arch import ModelArchSpec
 from stacks.config.base import DNS_LABEL, MAX_CPU, MAX_GIB, MAX_MIB_PER_SECOND, MAX_REPLICAS, MAX_TOKENS, MIN_CPU, MIN_POD_GIB, _Model, hf_repo_id, key
 from stacks.config.images import check_image, release_text
+from stacks.config.pod_options import PodOptions
 from stacks.errors import MissingSecret
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class MultiNode(_Model):
     The pods stay non-root with no capabilities: registering memory needs the runtime's memlock limit (`ulimit -l`)."""
 
 
-class VllmModel(_Model):
+class VllmModel(PodOptions):
     model: str
     """Hugging Face repo id: from the model catalog, or described by `arch`; the first container arg."""
     arch: ModelArchSpec | None = None
@@ -143,6 +144,22 @@ def hf_model(m: VllmModel) -> HfModel | None:
     return HfModel(m.model, model_arch(m.model, m.arch), gated=m.arch.gated, note="described inline (arch)")
 
 
+def catalog_problem(name: str, repo: str) -> str:
+    """A model repo the catalog lacks: the catalog's repo it likely misspells (then no `make catalog` of the misspelling),
+    else how to add it. Also run on the raw entry of a model whose other fields failed validation (stacks/config/salvage.py)."""
+    from stacks.config.suggest import REPO_CUTOFF, close_match
+    from stacks.model_catalog import hf_models
+
+    at = key("vllm", "models", name, "model")
+    arch = f"{key('vllm', 'models', name, 'arch')}: parametersB, layers, attentionHeads, kvHeads, headDim, hidden, maxPosition, vocab"
+    close = close_match(repo, hf_models(), REPO_CUTOFF)
+    if close is not None:
+        return (f"{at}: {repo!r} is not in the model catalog; did you mean {close!r}? (a model the catalog lacks: add it with "
+                f"`make catalog MODEL=<org>/<name>`, or describe it with an arch block from its config.json)")
+    return (f"{at}: {repo!r} is not in the model catalog ({', '.join(sorted(hf_models()))}); add it with `make catalog "
+            f"MODEL={repo}`, or describe it with an arch block from its config.json ({arch})")
+
+
 def _extra_args_problems(at, m: VllmModel) -> list[str]:
     """`extraArgs` read as vLLM 0.33's parser reads them (stacks/vllm_args.py: names, values, types, choices, strays),
     what of them the pod cannot honour, and the batch limits vLLM refuses together. `at(*keys)` builds the model's keys."""
@@ -182,10 +199,7 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
             problems.append(f"{at()}: model key must be a DNS label of at most 47 characters (lowercase, digits, '-')")
         hf = hf_model(m)
         if hf is None:
-            problems.append(f"{at('model')}: {m.model!r} is not in the model catalog ({', '.join(sorted(hf_models()))}); add it "
-                            f"with `make catalog MODEL={m.model}`, or describe it with an arch block from its config.json "
-                            f"({key('vllm', 'models', name, 'arch')}: parametersB, layers, attentionHeads, kvHeads, headDim, hidden, "
-                            "maxPosition, vocab)")
+            problems.append(catalog_problem(name, m.model))
             continue
         if m.arch is not None and m.model in hf_models():
             problems.append(f"{at('arch')}: {m.model} is in the model catalog already; remove the arch block")

@@ -8,8 +8,8 @@
   sized as vLLM 0.33 accounts for its memory (`stacks/vllm_memory.py`);
 - per GPU: capacity, exclusive mode; per node: CPU and RAM requests against the node minus its reserve.
 
-The types are in `model.py`, the tables in `report.py`. Any failure raises ConfigError with the
-figures; the renderer writes nothing then.
+The types are in `model.py`, the tables in `report.py`. Any failure raises PlanFailed (a ConfigError) with the
+figures and the plan as far as it got; the renderer prints that plan's table and writes nothing.
 """
 
 from __future__ import annotations
@@ -28,8 +28,17 @@ from stacks.plan.vllm import place_vllm
 __all__ = [
     "RESERVED", "server_pods", "LLAMA_STACK_NAME", "GpuPlan", "GpuRef", "NodePlan", "OllamaWorkload", "Plan", "PodVram", "PoolDesign", "VllmShare",
     "VllmWorkload", "adapter_pool_models", "build_plan", "dtype_bytes", "format_table", "gib", "gpu_capacity_bytes",
-    "listing", "plan_problems", "pod_vram", "pool_designs", "pool_server_key", "shm_gib", "text_table", "vllm_weights_bytes",
+    "listing", "PlanFailed", "plan_problems", "pod_vram", "pool_designs", "pool_server_key", "shm_gib", "text_table", "vllm_weights_bytes",
 ]
+
+
+class PlanFailed(ConfigError):
+    """The plan does not fit: its problems, the plan of what was placed, and the vLLM Deployments left without room."""
+
+    def __init__(self, problems: list[str], plan: Plan, unplaced: list[str]):
+        super().__init__(problems)
+        self.plan = plan
+        self.unplaced = tuple(unplaced)
 
 
 def _gpu_plans(cfg: StackConfig) -> dict[tuple[str, int], GpuPlan]:
@@ -58,6 +67,7 @@ def build_plan(cfg: StackConfig) -> Plan:
     plan.designs = designs
     plan.engine = cfg.ollama.engine if cfg.ollama is not None else "ollama"
     models: dict[str, tuple[tuple[str, ...], VllmModel]] = {}
+    unplaced: list[str] = []
     if cfg.vllm is not None:
         models.update({k: (("vllm", "models", k), m) for k, m in cfg.vllm.models.items()})
     if multi_lora:
@@ -66,7 +76,7 @@ def build_plan(cfg: StackConfig) -> Plan:
                           "(ollama.engine vllm); rename the model" for k in sorted(pool.keys() & models.keys())]
         models.update({k: (("ollama", "vllm"), m) for k, m in pool.items()})
     if models:
-        place_vllm(cfg, plan, gpus, nodes, models)
+        unplaced = place_vllm(cfg, plan, gpus, nodes, models)
     if multi_lora:
         plan.problems += pool_concurrency_problems(plan, designs)
     if cfg.llama_stack is not None:
@@ -77,7 +87,7 @@ def build_plan(cfg: StackConfig) -> Plan:
         node.pods.append(LLAMA_STACK_NAME)
     problems = plan.problems + plan_problems(plan)
     if problems:
-        raise ConfigError(problems)
+        raise PlanFailed(problems, plan, unplaced)
     return plan
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from stacks.catalog import GIB, OLLAMA, HfModel
 from stacks.config import Adapter, OllamaServer, StackConfig, VllmModel, key, node_of, servers
+from stacks.config.pod_options import merged_options
 from stacks.plan.model import (RESERVED_MARK, GpuPlan, GpuRef, NodePlan, OllamaWorkload, PodVram, Plan, PoolDesign,
                                servers_on, vllm_weights_bytes)
 from stacks.model_catalog import hf_models, ollama_models
@@ -118,6 +119,8 @@ def adapter_pool_models(cfg: StackConfig, designs: list[PoolDesign]) -> dict[str
             "cpu": pool.cpu,
             "memoryGiB": pool.memory_gib,
             **({"quantization": pool.quantization} if pool.quantization else {}),
+            # The pod options of the roles it serves (config/pod_options.py refuses roles on one GPU that disagree).
+            **merged_options([cfg.ollama.base if r == "base" else cfg.ollama.adapters[r] for r in d.roles]),
         })
     return out
 

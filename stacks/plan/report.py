@@ -22,9 +22,10 @@ def format_table(plan: Plan) -> str:
     out = [f"GPU plan (GiB; gpuSharing.mode={plan.mode})", text_table(rows)]
     if plan.workloads:
         rule = " and Ollama's 80 % rule (plan.ollamaWholeLoadRule)" if any(g.whole_load_rule for g in plan.gpus) else ""
+        spills = any(not g.loads_whole(p) for g in plan.gpus for p in g.pods if not isinstance(p, VllmShare))
         out += ["  free at load: what an Ollama pod sees free if it loads after every other pod on its GPU",
                 f"  whole: it then loads every layer on the GPU (llama-server --fit: its total within free at load less "
-                f"{plan.gpus[0].fit_target_bytes / 2**20:g} MiB{rule}); NO: it would spill layers to the CPU"]
+                f"{plan.gpus[0].fit_target_bytes / 2**20:g} MiB{rule})" + ("; NO: it would spill layers to the CPU" if spills else "")]
     out.append("")
     rows = [("node", "CPU requested", "CPU allocatable", "RAM requested GiB", "RAM allocatable GiB", "pods")]
     for n in plan.nodes:
@@ -52,8 +53,10 @@ def format_table(plan: Plan) -> str:
                     f"{w.kv_bytes_per_token_of(r.rank) / 1024:g} KiB", str(w.blocks.usable_blocks if w.blocks else 0),
                     str(w.spec.max_model_len), str(w.max_full_context_seqs),
                 ))
-        out += ["", "vLLM (GiB per GPU as vLLM 0.33 accounts for it; KV pinned = --kv-cache-memory-bytes on a shared GPU, "
-                "profiled = vLLM measures, the plan counts the margin off; blocks of 16 tokens after the null block; "
+        kv = [text for text, used in (("pinned = --kv-cache-memory-bytes on a shared GPU", any(w.pinned for w in plan.vllm)),
+                                      ("profiled = vLLM measures, the plan counts the margin off", not all(w.pinned for w in plan.vllm)))
+              if used]  # the legend of the KV column: only the kinds the table shows
+        out += ["", "vLLM (GiB per GPU as vLLM 0.33 accounts for it; KV " + ", ".join(kv) + "; blocks of 16 tokens after the null block; "
                 "seqs at full len = maxModelLen-token sequences the blocks hold at once)", text_table(rows),
                 "  overhead above = context outside the share + profile peak + non-torch + CUDA graphs: calibrated on "
                 f"{len(entries())} published vLLM startup logs (calibration/vllm-startup-logs.yaml; `make calibrate` "
@@ -79,8 +82,9 @@ def format_table(plan: Plan) -> str:
                 mark(d.vllm_bytes, d.capacity_bytes), f"{(d.vllm_weights_bytes) / GIB:.2f}", f"{(d.vllm_lora_bytes) / GIB:.2f}",
                 f"{(d.vllm_kv_bytes) / GIB:.2f}", f"{(d.vllm_overhead_bytes) / GIB:.2f}", f"{(d.capacity_bytes) / GIB:.2f}",
             ))
-        out += ["", f"Adapter pool designs (GiB; same adapters and concurrency; deployed: ollama.engine={plan.engine})", text_table(rows),
-                "  ! = does not fit the GPU's capacity"]
+        out += ["", f"Adapter pool designs (GiB; same adapters and concurrency; deployed: ollama.engine={plan.engine})", text_table(rows)]
+        if any(cell.endswith(" !") for row in rows for cell in row):  # the legend only where the table marks a design
+            out.append("  ! = does not fit the GPU's capacity")
     return "\n".join(out)
 
 
