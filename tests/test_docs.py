@@ -11,7 +11,8 @@ from tools.offline import ROOT
 
 
 def test_readme_and_pulumi_yaml_are_current():
-    assert (ROOT / "README.md").read_text() == gen_docs.rendered_readme(), "README config table is stale: make docs"
+    assert gen_docs.REFERENCE.read_text() == gen_docs.rendered_reference(), "docs/config-reference.md is stale: make docs"
+    assert gen_docs.STACKS_DOC.read_text() == gen_docs.rendered_stacks_doc(), "docs/stacks.md's plan tables are stale: make docs"
     assert (ROOT / "Pulumi.yaml").read_text() == gen_docs.rendered_pulumi_yaml(), "Pulumi.yaml config is stale: make docs"
 
 
@@ -42,10 +43,10 @@ def test_a_declared_key_without_default_is_required_as_the_cli_requires_it(tmp_p
 
 
 def test_readme_documents_every_nested_key():
-    text = (ROOT / "README.md").read_text()
+    text = gen_docs.REFERENCE.read_text()
     for key in ("ollama.adapters.<name>.contextLength", "nodes[].gpus[].pciBusID", "gpuSharing.mode", "modelCache.provisioner"):
         assert f"| `{key}` |" in text
-    assert text.splitlines()[3:6] == ["make render   # renders stack dev offline: build/dev/manifests.yaml, build/dev/plan.json, and the GPU plan table",
+    assert (ROOT / "README.md").read_text().splitlines()[3:6] == ["make render   # renders stack dev offline: build/dev/manifests.yaml, build/dev/plan.json, and the GPU plan table",
                                       "make test     # the whole test suite (also what CI runs, through .ci/run)",
                                       "make e2e      # every stack through the real Pulumi engine against a real Kubernetes control plane on 127.0.0.1"]
     ci = (ROOT / ".ci" / "run").read_text()
@@ -57,5 +58,5 @@ def test_the_readmes_count_of_mistaken_stack_files_is_the_tables():
 
     from tests.test_mistakes import MISTAKES
 
-    counts = re.findall(r"`tests/test_mistakes.py` renders (\d+) mistaken stack files", (ROOT / "README.md").read_text())
+    counts = re.findall(r"`tests/test_mistakes.py` renders (\d+) mistaken stack files", (ROOT / "docs" / "operations.md").read_text())
     assert counts == [str(len(MISTAKES))]

@@ -1,7 +1,8 @@
 """Generate the config docs from the pydantic models, so docs and code cannot drift.
 
-    python -m tools.gen_docs --write   # rewrite Pulumi.yaml's config: block and README's table
-    python -m tools.gen_docs --check   # exit 1 if either is stale (the tests do this too)
+    python -m tools.gen_docs --write   # rewrite Pulumi.yaml's config: block, docs/config-reference.md's table, the plan
+                                       # tables docs/stacks.md quotes and the plan pictures
+    python -m tools.gen_docs --check   # exit 1 if any is stale (the tests do this too)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from stacks.config import StackConfig
 from tools.offline import ROOT
 
 PULUMI_MARK = ("# Generated from stacks/config.py by `make docs`. Only keys with a default are declared: the Pulumi CLI requires\n"
-               "# a declared key without one in every stack. Every key is in README.md (Config reference), checked by the program.")
+               "# a declared key without one in every stack. Every key is in docs/config-reference.md, checked by the program.")
 BEGIN, END = "<!-- config-reference:begin (make docs) -->", "<!-- config-reference:end -->"
 
 
@@ -98,11 +99,45 @@ def rendered_pulumi_yaml() -> str:
     return f"{head}\n{PULUMI_MARK}\n{body}"
 
 
-def rendered_readme() -> str:
-    text = (ROOT / "README.md").read_text()
-    before, rest = text.split(BEGIN, 1)
-    _, after = rest.split(END, 1)
-    return f"{before}{BEGIN}\n{readme_table()}\n{END}{after}"
+REFERENCE = ROOT / "docs" / "config-reference.md"
+STACKS_DOC = ROOT / "docs" / "stacks.md"
+PLAN_EXCERPTS = {"prod": ("GPU plan", "vLLM ("), "lab": ("GPU plan", "vLLM ("), "scale": ("vLLM (", "pool ")}
+"""The tables of `make render` that docs/stacks.md quotes, per stack: generated, so every figure is the code's."""
+
+
+def _fill(text: str, begin: str, end: str, body: str) -> str:
+    before, rest = text.split(begin, 1)
+    _, after = rest.split(end, 1)
+    return f"{before}{begin}\n{body}\n{end}{after}"
+
+
+def rendered_reference() -> str:
+    return _fill(REFERENCE.read_text(), BEGIN, END, readme_table())
+
+
+def plan_excerpt(stack: str) -> str:
+    """The tables of the stack's `make render` output that start with the excerpt's headings, as a text block."""
+    from stacks.plan.report import format_table
+
+    blocks = format_table(_plan(stack)).split("\n\n")
+    keep = [b.strip("\n") for b in blocks if b.lstrip().startswith(PLAN_EXCERPTS[stack])]
+    return "```text\n" + "\n\n".join(keep) + "\n```"
+
+
+def rendered_stacks_doc() -> str:
+    text = STACKS_DOC.read_text()
+    for stack in PLAN_EXCERPTS:
+        text = _fill(text, f"<!-- plan:{stack}:begin (make docs) -->", f"<!-- plan:{stack}:end -->", plan_excerpt(stack))
+    return text
+
+
+def _plan(stack: str):
+    from stacks.loader import stack_from
+    from tools.offline import stack_config
+
+    config, secrets = stack_config(stack)
+    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in config.items()}
+    return stack_from(raw, frozenset(secrets)).plan
 
 
 PICTURE_STACKS = ("dev", "prod")
@@ -110,16 +145,11 @@ PICTURE_STACKS = ("dev", "prod")
 
 def plan_pictures() -> dict:
     """docs/plan-<stack>.svg, the pictures the README shows: the plans of the shipped stack files."""
-    from stacks.loader import stack_from
-    from tools.offline import stack_config
     from tools.plan_picture import plan_svg
 
     out = {}
     for stack in PICTURE_STACKS:
-        config, secrets = stack_config(stack)
-        raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in config.items()}
-        plan = stack_from(raw, frozenset(secrets)).plan
-        out[ROOT / "docs" / f"plan-{stack}.svg"] = plan_svg(plan, f"GPU plan of stack {stack}")
+        out[ROOT / "docs" / f"plan-{stack}.svg"] = plan_svg(_plan(stack), f"GPU plan of stack {stack}")
     return out
 
 
@@ -129,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--write", action="store_true")
     g.add_argument("--check", action="store_true")
     a = p.parse_args(argv)
-    want = {ROOT / "Pulumi.yaml": rendered_pulumi_yaml(), ROOT / "README.md": rendered_readme(), **plan_pictures()}
+    want = {ROOT / "Pulumi.yaml": rendered_pulumi_yaml(), REFERENCE: rendered_reference(), STACKS_DOC: rendered_stacks_doc(),
+            **plan_pictures()}
     stale = [path for path, text in want.items() if not path.is_file() or path.read_text() != text]
     if a.write:
         for path in stale:
