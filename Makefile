@@ -65,10 +65,11 @@ e2e: venv e2e-tools
 e2e-tools:
 	@bash e2e/build-tools.sh
 
-# Adds catalog/hf/<org>--<name>.yaml from the repo's config.json and safetensors metadata (needs the network).
+# Adds catalog/hf/<org>--<name>.yaml from the repo's config.json and safetensors metadata (from the Hub), or from a local
+# copy without the network: MODEL=<config.json or its directory> [REPO=<org>/<name>] [PARAMS=<billions>].
 catalog: venv
-	@if [ -z "$(MODEL)" ]; then echo "usage: make catalog MODEL=<hf repo id> [REVISION=<commit>]" >&2; exit 2; fi
-	@$(PY) -m tools.catalog $(MODEL) $(if $(REVISION),--revision $(REVISION))
+	@if [ -z "$(MODEL)" ]; then echo "usage: make catalog MODEL=<hf repo id | local config.json or its directory> [REVISION=<commit>] [REPO=<org>/<name>] [PARAMS=<billions>]" >&2; exit 2; fi
+	@$(PY) -m tools.catalog '$(MODEL)' $(if $(REVISION),--revision '$(REVISION)') $(if $(REPO),--repo '$(REPO)') $(if $(PARAMS),--params '$(PARAMS)')
 
 # The live check of a deployed stack (outputs from `pulumi stack output --json`, or ENDPOINTS=<file or URL>).
 smoke: venv

@@ -27,6 +27,34 @@ done
 echo "check-cache: $* writable by uid $(id -u)"
 """
 
+MODEL_CHECK = r"""
+if [ -n "${MODEL_DIR:-}" ] && [ ! -f "$MODEL_DIR/config.json" ]; then
+  echo "check-cache: $MODEL_DIR has no config.json: copy the model's files there (config.json, tokenizer files, *.safetensors) (README, Air-gapped)" >&2
+  exit 1
+fi
+if [ -n "${HUB_REPO_DIR:-}" ]; then
+  rev="$REVISION"
+  sha="$rev"
+  case "$rev" in *[!0-9a-f]*) sha="" ;; esac
+  if [ "${#sha}" -ne 40 ]; then
+    if [ ! -f "$HUB_REPO_DIR/refs/$rev" ]; then
+      echo "check-cache: downloads are off and $HUB_REPO_DIR/refs/$rev is missing: seed the cache with revision $rev (README, Air-gapped)" >&2
+      exit 1
+    fi
+    sha="$(cat "$HUB_REPO_DIR/refs/$rev")"
+  fi
+  if [ ! -f "$HUB_REPO_DIR/snapshots/$sha/config.json" ]; then
+    echo "check-cache: downloads are off and $HUB_REPO_DIR/snapshots/$sha/config.json is missing: seed the cache with revision $rev (README, Air-gapped)" >&2
+    exit 1
+  fi
+  echo "check-cache: snapshot $sha of revision $rev is in the cache"
+fi
+"""
+"""With MODEL_DIR: a model served from a directory of the cache has its config.json. With HUB_REPO_DIR and REVISION (downloads
+off): the revision's snapshot is in the Hugging Face cache as huggingface_hub 2.4.0 looks it up offline
+(_snapshot_download.py:335-346, file_download.py:1140-1152): a 40-hex commit is `snapshots/<sha>`, any other name is
+resolved through `refs/<name>`. Values come as environment variables, never spliced into the script."""
+
 
 def pod_security(sec: PodSecurity) -> k8s.core.v1.PodSecurityContextArgs:
     """The fixed non-root user and group of every pod (Pod Security `restricted`), RuntimeDefault seccomp."""
@@ -51,14 +79,17 @@ def hardened(read_only_root: bool = True) -> k8s.core.v1.SecurityContextArgs:
     )
 
 
-def check_cache(image: str, dirs: list[str], mounts: list, read_only_root: bool) -> k8s.core.v1.ContainerArgs:
+def check_cache(image: str, dirs: list[str], mounts: list, read_only_root: bool,
+                model: dict[str, str] | None = None) -> k8s.core.v1.ContainerArgs:
     """An init container that stops the pod at Init:Error, saying how to fix it, when the model cache is not writable
-    by the pods' user (a hostPath directory made by root before the pods ran as non-root)."""
+    by the pods' user (a hostPath directory made by root before the pods ran as non-root), or when `model` (MODEL_CHECK's
+    variables) names files the server needs and the cache lacks."""
     return k8s.core.v1.ContainerArgs(
         name="check-cache",
         image=image,
         image_pull_policy=pull_policy(image),
-        command=["/bin/sh", "-c", WRITE_CHECK, "check-cache", *dirs],
+        command=["/bin/sh", "-c", WRITE_CHECK + (MODEL_CHECK if model else ""), "check-cache", *dirs],
+        env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted(model.items())] if model else None,
         resources=k8s.core.v1.ResourceRequirementsArgs(requests={"cpu": "100m", "memory": "64Mi"},
                                                        limits={"cpu": "100m", "memory": "64Mi"}),
         security_context=hardened(read_only_root),

@@ -27,6 +27,7 @@ from components.pods import KEY_DIGEST, check_cache, disruption_budget, gpu_pod_
 from stacks.catalog import VLLM
 from stacks.observability import demand_query
 from stacks.config import GpuSharing, PodSecurity, Vllm
+from stacks.config import VllmModel as VllmModelSpec
 from stacks.edge import API_KEY_KEY, SERVICE_LABEL
 from stacks.plan import VllmWorkload, shm_gib
 from stacks.plan.model import VllmRank
@@ -52,12 +53,15 @@ def vllm_args(w: VllmWorkload, worker: bool = False) -> list[str]:
     Workers (`worker`) run `--headless` (no API server) with their node rank, LWS_WORKER_INDEX (1..size-1)."""
     s = w.spec
     args = [
-        w.hf.repo,
+        model_argument(s),
         "--served-model-name", w.served_name,
         "--tensor-parallel-size", str(s.tensor_parallel),
         "--max-model-len", str(s.max_model_len),
         "--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}",
     ]
+    if s.revision is not None:
+        # vllm/config/model.py:238,609-610@0.33.0: the model's files at this revision; the tokenizer's follow it.
+        args += ["--revision", s.revision]
     if w.multi_node:
         args += ["--pipeline-parallel-size", str(s.pipeline_parallel), "--distributed-executor-backend", "mp",
                  "--nnodes", str(s.pipeline_parallel), "--node-rank", f"$({LWS_WORKER_INDEX})" if worker else "0",
@@ -90,6 +94,28 @@ def vllm_args(w: VllmWorkload, worker: bool = False) -> list[str]:
         if s.max_lora_rank is not None:
             args += ["--max-lora-rank", str(s.max_lora_rank)]
     return args + list(s.extra_args)
+
+
+def model_argument(s: VllmModelSpec) -> str:
+    """The first `vllm serve` argument: the Hub repo id, or the directory of a copy on the model cache (`path`), which
+    vLLM reads as it is (vllm/transformers_utils/repo_utils.py:286-288@0.33.0 get_model_path: an existing path)."""
+    return f"{MOUNT_PATH}/{s.path}" if s.path is not None else s.model
+
+
+def hub_repo_dir(repo: str) -> str:
+    """A repo's folder in the Hugging Face cache under HF_HOME (huggingface_hub 2.4.0 constants.py:169 `<HF_HOME>/hub`,
+    file_download.py:747 repo_folder_name `models--<org>--<name>`)."""
+    return f"{HF_HOME}/hub/models--{repo.replace('/', '--')}"
+
+
+def cache_check_env(s: VllmModelSpec, offline: bool) -> dict[str, str]:
+    """What the check-cache init container looks for before vLLM starts (components/pods.py MODEL_CHECK): a `path`
+    copy's config.json, or, with downloads off, the snapshot of the revision served."""
+    if s.path is not None:
+        return {"MODEL_DIR": model_argument(s)}
+    if offline:
+        return {"HUB_REPO_DIR": hub_repo_dir(s.model), "REVISION": s.revision or "main"}
+    return {}
 
 
 def vllm_env(budget: int) -> dict[str, str]:
@@ -225,9 +251,11 @@ class VllmModel(pulumi.ComponentResource):
         budget = vllm_startup_seconds(w, args.timing)
         shm = shm_gib(s)
         memory = f"{round((s.memory_gib + shm) * 1024)}Mi"
-        token_env = {"HF_TOKEN_PATH": f"{HF_TOKEN_DIR}/token"} if args.hf_token_secret else {}
-        if args.offline:
-            token_env["HF_HUB_OFFLINE"] = "1"  # huggingface_hub constants.py: serve from the cache, never call the Hub
+        # A copy on the cache (`path`) downloads nothing: no token, and the Hub client never asked.
+        token_secret = args.hf_token_secret if s.path is None else None
+        token_env = {"HF_TOKEN_PATH": f"{HF_TOKEN_DIR}/token"} if token_secret else {}
+        if args.offline or s.path is not None:
+            token_env["HF_HUB_OFFLINE"] = "1"  # huggingface_hub constants.py:194@2.4.0: serve from the cache, never call the Hub
         env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted({**vllm_env(budget), **gpu.env, **token_env}.items())]
         if args.api_key_secret and not is_worker:
             # vLLM 0.33 takes its key from --api-key (visible in the pod spec and `ps`) or VLLM_API_KEY (envs.py:829,
@@ -250,11 +278,11 @@ class VllmModel(pulumi.ComponentResource):
             k8s.core.v1.VolumeArgs(name="home", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
             k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
         ]
-        if args.hf_token_secret:
+        if token_secret:
             # The token as a file the Hugging Face client reads (HF_TOKEN_PATH), not an environment variable.
             mounts.append(k8s.core.v1.VolumeMountArgs(name="hf-token", mount_path=HF_TOKEN_DIR, read_only=True))
             volumes.append(k8s.core.v1.VolumeArgs(name="hf-token", secret=k8s.core.v1.SecretVolumeSourceArgs(
-                secret_name=args.hf_token_secret, default_mode=0o400,
+                secret_name=token_secret, default_mode=0o400,
                 items=[k8s.core.v1.KeyToPathArgs(key=HF_TOKEN_KEY, path="token")])))
         if shm:
             mounts.append(k8s.core.v1.VolumeMountArgs(name="dshm", mount_path="/dev/shm"))
@@ -289,7 +317,8 @@ class VllmModel(pulumi.ComponentResource):
         spec = gpu_pod_spec(
             nodes if len(nodes) > 1 else nodes[0], gpu, args.security, containers=[container], volumes=volumes,
             termination_grace_period_seconds=60,
-            init_containers=[check_cache(args.image, [HF_HOME], mounts[:1], args.security.gpu_read_only_root)],
+            init_containers=[check_cache(args.image, [HF_HOME], mounts[:1], args.security.gpu_read_only_root,
+                                         cache_check_env(s, args.offline))],
             spread_label=(GROUP_LABEL, w.deployment_name) if len(nodes) > 1 else None,
             host_network=net is not None and net.host_network, options=s, image_pull_secrets=args.image_pull_secrets)
         scrape = {} if is_worker else {"prometheus.io/scrape": "true", "prometheus.io/port": str(VLLM.port), "prometheus.io/path": "/metrics"}

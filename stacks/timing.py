@@ -24,11 +24,16 @@ OLLAMA_PROBE_PERIOD_SECONDS = 5
 def vllm_startup_seconds(w: VllmWorkload, timing: Vllm) -> int:
     """First start: download the checkpoint, load it from the cache, compile and profile. A multi-node replica is ready
     when its slowest rank is: every node downloads the whole checkpoint into its cache (vLLM's loader fetches every
-    weight file, not its stage's), then loads its own stage; the ranks do this at the same time."""
-    size = w.weights_bytes
+    weight file, not its stage's), then loads its own stage; the ranks do this at the same time. A model served from a
+    copy on the cache (`path`) downloads nothing."""
     load = max(w.stage_weights_bytes(s) for s in range(w.spec.pipeline_parallel))
-    return math.ceil(size / (timing.download_mib_per_second * MIB) + load / (timing.load_mib_per_second * MIB)
+    return math.ceil(download_bytes(w) / (timing.download_mib_per_second * MIB) + load / (timing.load_mib_per_second * MIB)
                      + timing.compile_seconds)
+
+
+def download_bytes(w: VllmWorkload) -> int:
+    """What a first start fetches from the Hub: the checkpoint, or nothing for a copy already on the cache (`path`)."""
+    return 0 if w.spec.path is not None else w.weights_bytes
 
 
 def ollama_rollout_seconds(w: OllamaWorkload, pull_mib_per_second: float, server_start_seconds: int) -> int:
@@ -46,10 +51,10 @@ def timing_problems(cfg: StackConfig, plan: Plan) -> list[str]:
     limit = f"beyond what Kubernetes' int32 fields (progressDeadlineSeconds, probe thresholds) hold, {INT32_MAX} s"
     if cfg.vllm is not None and plan.vllm:
         t = cfg.vllm
-        w = max(plan.vllm, key=lambda x: x.weights_bytes)
+        w = max(plan.vllm, key=lambda x: vllm_startup_seconds(x, t))  # the longest budget (a `path` copy downloads nothing)
         budget = vllm_startup_seconds(w, t)
         if _too_large(budget):
-            terms = {"downloadMiBPerSecond": w.weights_bytes / (t.download_mib_per_second * MIB),
+            terms = {"downloadMiBPerSecond": download_bytes(w) / (t.download_mib_per_second * MIB),
                      "loadMiBPerSecond": w.weights_bytes / (t.load_mib_per_second * MIB), "compileSeconds": t.compile_seconds}
             worst = max(terms, key=terms.__getitem__)
             unit = "s" if worst == "compileSeconds" else "MiB/s"

@@ -2,6 +2,7 @@
 
     make catalog MODEL=Qwen/Qwen2.5-7B-Instruct [REVISION=<commit or branch>]
     HF_TOKEN=$(pulumi config get hfToken --stack prod) make catalog MODEL=meta-llama/...   # gated repos
+    make catalog MODEL=./llama-3.1-8b [REPO=<org>/<name>] [PARAMS=<billions>]   # a local copy, no network (tools/catalog_local.py)
 
 Writes catalog/hf/<org>--<name>.yaml (review it, then commit it). Renders never read the network: they read
 the catalog. The architectures the KV formula treats differently are recognised from config.json:
@@ -34,8 +35,9 @@ class CatalogError(Exception):
 
 
 def entry_from_config(repo: str, config: dict[str, Any], parameter_count: dict[str, int] | None, gated: bool,
-                      revision: str | None = None) -> dict[str, Any]:
-    """The catalog entry (as the YAML file holds it) for a repo's config.json and safetensors parameter counts."""
+                      revision: str | None = None, parameters_b: float | None = None, source: str | None = None) -> dict[str, Any]:
+    """The catalog entry (as the YAML file holds it) for a repo's config.json and safetensors parameter counts
+    (or, without them, `parameters_b` from the model card); `source` replaces the Hub's provenance (a local copy)."""
     cfg = dict(config)
     notes: list[str] = []
     if "text_config" in cfg and "num_hidden_layers" not in cfg:
@@ -81,18 +83,22 @@ def entry_from_config(repo: str, config: dict[str, Any], parameter_count: dict[s
         if not method or not bits:
             raise CatalogError(f"{repo}: quantization_config has no quant_method or bits: describe it inline")
         quantization = {"method": method, "bits": int(bits)}
-    if not parameter_count:
-        raise CatalogError(f"{repo}: no safetensors metadata (parameter counts); describe it inline with parametersB from its model card")
-    counts = {k.upper(): int(v) for k, v in parameter_count.items()}
-    unquantized = sum(v for k, v in counts.items() if k in SIXTEEN_BIT)
-    packed = sum(v for k, v in counts.items() if k in PACKED)
-    other = sum(v for k, v in counts.items() if k not in SIXTEEN_BIT and k not in PACKED)
-    if quantization is not None and quantization["bits"] < 8 and packed:
-        # int4 weights are packed 32 / bits to an int32 element; the 16-bit rest (embeddings, scales) stays as is.
-        total = unquantized + other + packed * (32 // quantization["bits"])
-        quantization["unquantizedParametersB"] = round(unquantized / 1e9, 3)
+    if parameter_count:
+        counts = {k.upper(): int(v) for k, v in parameter_count.items()}
+        unquantized = sum(v for k, v in counts.items() if k in SIXTEEN_BIT)
+        packed = sum(v for k, v in counts.items() if k in PACKED)
+        other = sum(v for k, v in counts.items() if k not in SIXTEEN_BIT and k not in PACKED)
+        if quantization is not None and quantization["bits"] < 8 and packed:
+            # int4 weights are packed 32 / bits to an int32 element; the 16-bit rest (embeddings, scales) stays as is.
+            total = unquantized + other + packed * (32 // quantization["bits"])
+            quantization["unquantizedParametersB"] = round(unquantized / 1e9, 3)
+        else:
+            total = unquantized + packed + other
+        figures = f"counts {counts}"
+    elif parameters_b is not None:
+        total, figures = round(parameters_b * 1e9), f"parametersB {parameters_b:g} given (PARAMS, the model card's)"
     else:
-        total = unquantized + packed + other
+        raise CatalogError(f"{repo}: no safetensors metadata (parameter counts); describe it inline with parametersB from its model card")
     arch["parametersB"] = round(total / 1e9, 3)
     if gated:
         arch["gated"] = True
@@ -101,7 +107,8 @@ def entry_from_config(repo: str, config: dict[str, Any], parameter_count: dict[s
         entry["quantization"] = quantization
     if notes:
         entry["note"] = "; ".join(notes)
-    entry["source"] = f"config.json and safetensors metadata of {repo} at {revision or 'main'} (make catalog); counts {counts}"
+    hub = f"config.json and safetensors metadata of {repo} at {revision or 'main'} (make catalog)"
+    entry["source"] = f"{source or hub}; {figures}"
     try:
         CatalogModel.model_validate(entry)  # the schema renders read
     except ValidationError as exc:
@@ -134,24 +141,43 @@ def file_for(repo: str, directory: Path) -> Path:
 
 def main(argv: list[str] | None = None, directory: Path | None = None) -> int:
     from stacks import model_catalog
+    from tools.catalog_local import LocalCopyError, is_local, is_unreachable, no_counts_message, read_local, unreachable_message
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="Hugging Face repo id, e.g. Qwen/Qwen2.5-7B-Instruct")
+    p.add_argument("model", help="Hugging Face repo id (e.g. Qwen/Qwen2.5-7B-Instruct), or a local config.json or its directory")
     p.add_argument("--revision", help="commit, tag or branch (default: main)")
+    p.add_argument("--repo", help="the repo id a local copy is catalogued as (default: from a Hugging Face cache layout)")
+    p.add_argument("--params", type=float, help="parameters in billions, when there are no safetensors headers to count")
     a = p.parse_args(argv)
-    target = file_for(a.model, directory or model_catalog.CATALOG_DIR)
-    others = [p for p in claimed_by(target.parent, "repo", a.model) if p != target]
+    local = is_local(a.model)
+    try:
+        copy = read_local(a.model, a.repo) if local else None
+    except LocalCopyError as exc:
+        print(f"catalog: {exc}", file=sys.stderr)
+        return 2
+    repo = copy.repo if copy is not None else a.model
+    target = file_for(repo, directory or model_catalog.CATALOG_DIR)
+    others = [p for p in claimed_by(target.parent, "repo", repo) if p != target]
     if others:
-        print(f"catalog: {a.model} is described by {others[0]} already; edit that file, or delete it first", file=sys.stderr)
+        print(f"catalog: {repo} is described by {others[0]} already; edit that file, or delete it first", file=sys.stderr)
         return 2
     try:
-        config, counts, gated = fetch(a.model, a.revision)
-        entry = entry_from_config(a.model, config, counts, gated, a.revision)
+        if copy is not None:
+            if copy.counts is None and a.params is None:
+                raise CatalogError(no_counts_message(a.model))
+            # A local copy cannot say whether its Hub repo is gated: a model served from `path` needs no token anyway.
+            entry = entry_from_config(repo, copy.config, copy.counts, False, copy.revision or a.revision, a.params, copy.where)
+        else:
+            config, counts, gated = fetch(a.model, a.revision)
+            entry = entry_from_config(a.model, config, counts, gated, a.revision, a.params)
     except CatalogError as exc:
         print(f"catalog: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # network, auth, missing repo: one line, not a traceback
-        print(f"catalog: {a.model}: could not read it from Hugging Face: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if is_unreachable(exc):
+            print(f"catalog: {unreachable_message(a.model, exc)}", file=sys.stderr)
+        else:
+            print(f"catalog: {a.model}: could not read it from Hugging Face: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(entry, sort_keys=False, width=120))
@@ -159,6 +185,9 @@ def main(argv: list[str] | None = None, directory: Path | None = None) -> int:
     per_token = arch.get("mlaKvDim", 0) * arch["layers"] * 2 or 2 * arch["layers"] * arch["kvHeads"] * arch["headDim"] * 2
     print(f"wrote {target}: {arch['parametersB']} B parameters, {arch['maxPosition']} tokens trained, "
           f"{per_token / 1024:g} KiB of bf16 KV per token (one GPU){'; ' + entry['note'] if 'note' in entry else ''}")
+    if copy is not None:
+        print(f"note: read from a local copy, which does not say whether {repo} is gated on Hugging Face; if it is and a "
+              "stack downloads it (no vllm.models.<key>.path), add `gated: true` under arch in that file")
     return 0
 
 

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from stacks.catalog import VLLM, VLLM_DEFAULT_IMAGE, HfModel
 from stacks.config.arch import ModelArchSpec
 from stacks.config.base import DNS_LABEL, MAX_CPU, MAX_GIB, MAX_MIB_PER_SECOND, MAX_REPLICAS, MAX_TOKENS, MIN_CPU, MIN_POD_GIB, _Model, hf_repo_id, key
-from stacks.config.images import check_image, release_text
+from stacks.config.images import MOVING_TAGS, check_image, release_text
 from stacks.config.pod_options import PodOptions
 from stacks.errors import MissingSecret
 
@@ -42,9 +42,18 @@ class MultiNode(_Model):
 
 class VllmModel(PodOptions):
     model: str
-    """Hugging Face repo id: from the model catalog, or described by `arch`; the first container arg."""
+    """Hugging Face repo id: from the model catalog, or described by `arch`; the first container arg (unless `path`)."""
     arch: ModelArchSpec | None = None
     """The model's architecture from its config.json, for a model not in the catalog (air-gapped users, new models)."""
+    revision: str | None = None
+    """The Hub revision served (`--revision`; vLLM's tokenizer follows it): a full commit sha (40 lowercase hex digits,
+    the repo's commit history lists them) pins the files; a tag is taken as given. Branch names (`main`, `dev`, ...) are
+    refused, like moving image tags: the files under them change without the stack changing. Default: the repo's `main`."""
+    path: str | None = None
+    """Serve a copy already on the model cache, never downloading: a directory relative to the cache's root (e.g.
+    `models/llama-3.1-8b`, holding config.json, the tokenizer files and `*.safetensors`) that becomes the server's model
+    argument (`/models/<path>`). `model` (or `arch`) still names the facts the plan sizes; the pod runs with
+    `HF_HUB_OFFLINE=1`, without the token (even for a gated model) and with no download in its start-up budget."""
     served_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
     """`--served-model-name` (default: the model's key); the name clients send and the metrics label."""
     tensor_parallel: int = Field(default=1, ge=1, le=64)
@@ -97,6 +106,38 @@ class VllmModel(PodOptions):
     """RAM in GiB requested and limited per pod (the /dev/shm volume is added on top)."""
 
     _repo = field_validator("model")(hf_repo_id)
+    _revision = field_validator("revision")(lambda v: hub_revision(v))
+
+
+def hub_revision(v: str) -> str:
+    """A Hub revision that names one set of files: a full commit sha, or a tag; a branch name is refused. The offline
+    cache matches commits by the full lowercase sha only (huggingface_hub 2.4.0 file_download.py REGEX_COMMIT_HASH
+    `[0-9a-f]{40}`); any other name is looked up as `refs/<name>` (file_download.py:1140-1152)."""
+    if re.fullmatch(r"[0-9a-f]{40}", v):
+        return v
+    if re.fullmatch(r"[0-9a-fA-F]{40}", v):
+        raise ValueError(f"{v!r}: write the commit sha in lowercase (the Hub client matches commits as [0-9a-f]{{40}})")
+    if re.fullmatch(r"[0-9a-f]{7,39}", v):
+        raise ValueError(f"{v!r} looks like a shortened commit sha; give all 40 characters (an offline cache finds a "
+                         "commit by its full sha only)")
+    if "/" in v:
+        raise ValueError(f"{v!r}: a ref with '/' (refs/pr/N, refs/convert/...) moves with new pushes; give its commit sha")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", v) or ".." in v or v.endswith(".lock"):
+        raise ValueError(f"{v!r} is not a commit sha or a tag name (letters, digits, '.', '_', '-')")
+    if v.lower() in MOVING_TAGS:
+        raise ValueError(f"{v!r} is a branch: the files under it change without the stack changing; give the commit sha "
+                         "it points at now (40 hex digits, from the repo's commit history)")
+    return v
+
+
+def cache_path_problem(path: str) -> str | None:
+    """Why `path` is not a directory inside the model cache (relative, no '..'), or None."""
+    parts = path.split("/")
+    if path.startswith("/") or ".." in parts or not re.fullmatch(r"^[A-Za-z0-9._/-]+$", path):
+        return f"{path!r} must be a directory inside the model cache, relative and without '..'"
+    if all(p in ("", ".") for p in parts):
+        return f"{path!r} is the model cache's root; give the model's own directory (e.g. models/<name>)"
+    return None
 
 
 class Vllm(_Model):
@@ -128,7 +169,7 @@ TYPED_FLAGS = frozenset({
     "--enable-lora", "--disable-lora", "--lora-modules", "--max-loras", "--max-lora-rank",
     "--port", "--host", "--download-dir", "--api-key", "--hf-token",
     "--pipeline-parallel-size", "-pp", "--nnodes", "-n", "--node-rank", "-r", "--master-addr", "--master-port", "--headless",
-    "--distributed-executor-backend", "--allow-deprecated-quantization",
+    "--distributed-executor-backend", "--allow-deprecated-quantization", "--revision",
 })
 """Flags a typed field (or the component) owns, with their aliases; extraArgs may not repeat them."""
 
@@ -157,7 +198,8 @@ def catalog_problem(name: str, repo: str) -> str:
         return (f"{at}: {repo!r} is not in the model catalog; did you mean {close!r}? (a model the catalog lacks: add it with "
                 f"`make catalog MODEL=<org>/<name>`, or describe it with an arch block from its config.json)")
     return (f"{at}: {repo!r} is not in the model catalog ({', '.join(sorted(hf_models()))}); add it with `make catalog "
-            f"MODEL={repo}`, or describe it with an arch block from its config.json ({arch})")
+            f"MODEL={repo}`, or describe it with an arch block from its config.json ({arch}); without the network, `make "
+            f"catalog MODEL=<directory of a local copy> REPO={repo}` reads the copy")
 
 
 def _extra_args_problems(at, m: VllmModel) -> list[str]:
@@ -203,8 +245,14 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
             continue
         if m.arch is not None and m.model in hf_models():
             problems.append(f"{at('arch')}: {m.model} is in the model catalog already; remove the arch block")
-        if hf.gated:
+        if hf.gated and m.path is None:  # a copy on the cache needs no token
             gated.append(name)
+        if m.path is not None:
+            if (problem := cache_path_problem(m.path)) is not None:
+                problems.append(f"{at('path')}: {problem}")
+            if m.revision is not None:
+                problems.append(f"{at('revision')}: the model is served from path {m.path!r}, whose files are what serves; "
+                                "remove revision (or path, to download that revision)")
         if m.autoscale is not None and m.autoscale.max_replicas <= m.replicas:
             problems.append(f"{at('autoscale', 'maxReplicas')}: {m.autoscale.max_replicas} is not above replicas {m.replicas}; "
                             "raise it, or remove autoscale")
@@ -230,8 +278,8 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
         for lora, path in sorted(m.lora_modules.items()):
             if not re.fullmatch(DNS_LABEL, lora):
                 problems.append(f"{at('loraModules', lora)}: LoRA name must be lowercase letters, digits and '-'")
-            if path.startswith("/") or ".." in path.split("/") or not re.fullmatch(r"^[A-Za-z0-9._/-]+$", path):
-                problems.append(f"{at('loraModules', lora)}: {path!r} must be a directory inside the model cache, relative and without '..'")
+            if (problem := cache_path_problem(path)) is not None:
+                problems.append(f"{at('loraModules', lora)}: {problem}")
         problems += _extra_args_problems(at, m)
         if m.pool is not None and m.pool not in pools:
             problems.append(f"{at('pool')}: no node pool {m.pool!r}; pools are: {', '.join(pools) or 'none (set nodes[].pool)'}")
