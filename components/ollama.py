@@ -51,7 +51,7 @@ fail() { echo "ensure-model: ERROR: $*" >&2; exit 1; }
 models="${OLLAMA_MODELS:-$HOME/.ollama/models}"
 mkdir -p "$models" 2>/dev/null || true
 touch "$models/.llm-infra-write-test" 2>/dev/null \
-  || fail "the model cache $models is not writable by uid $(id -u) gid $(id -g); prepare the host directory once: sudo chown -R $(id -u):$(id -g) <modelCache.hostPath> (README, Pod security)"
+  || fail "the model cache $models is not writable by uid $(id -u) gid $(id -g); prepare the host directory once: sudo chown -R $(id -u):$(id -g) <modelCache.hostPath> (docs/operations.md, Before the first pulumi up)"
 rm -f "$models/.llm-infra-write-test"
 
 ollama serve >"$work/ensure-model-serve.log" 2>&1 &
@@ -72,7 +72,7 @@ else
 fi
 
 if [ -n "${ADAPTER_FILE:-}" ]; then
-  [ -f "$ADAPTER_FILE" ] || fail "adapter $ADAPTER_FILE is not in the model cache; copy it there (see README, Adapters)"
+  [ -f "$ADAPTER_FILE" ] || fail "adapter $ADAPTER_FILE is not in the model cache; copy it there (see docs/operations.md, Before the first pulumi up)"
   [ "$(head -c 4 "$ADAPTER_FILE")" = "GGUF" ] || fail "$ADAPTER_FILE is not a GGUF file; convert it with llama.cpp convert_lora_to_gguf.py"
   head -c 1048576 "$ADAPTER_FILE" | LC_ALL=C grep -a -q -E 'general\.type.{1,16}adapter' \
     || fail "$ADAPTER_FILE has no general.type=adapter; Ollama would import it as a model, not a LoRA"

@@ -19,7 +19,7 @@ for d in "$@"; do
   mkdir -p "$d" 2>/dev/null || true
   if ! touch "$d/.llm-infra-write-test" 2>/dev/null; then
     echo "check-cache: $d is not writable by uid $(id -u) gid $(id -g) (groups: $(id -G))." >&2
-    echo "check-cache: prepare the host directory once: sudo chown -R $(id -u):$(id -g) <modelCache.hostPath> (README, Pod security)" >&2
+    echo "check-cache: prepare the host directory once: sudo chown -R $(id -u):$(id -g) <modelCache.hostPath> (docs/operations.md, Before the first pulumi up)" >&2
     exit 1
   fi
   rm -f "$d/.llm-infra-write-test"
@@ -29,7 +29,7 @@ echo "check-cache: $* writable by uid $(id -u)"
 
 MODEL_CHECK = r"""
 if [ -n "${MODEL_DIR:-}" ] && [ ! -f "$MODEL_DIR/config.json" ]; then
-  echo "check-cache: $MODEL_DIR has no config.json: copy the model's files there (config.json, tokenizer files, *.safetensors) (README, Air-gapped)" >&2
+  echo "check-cache: $MODEL_DIR has no config.json: copy the model's files there (config.json, tokenizer files, *.safetensors) (docs/operations.md, Air-gapped clusters)" >&2
   exit 1
 fi
 if [ -n "${HUB_REPO_DIR:-}" ]; then
@@ -38,13 +38,13 @@ if [ -n "${HUB_REPO_DIR:-}" ]; then
   case "$rev" in *[!0-9a-f]*) sha="" ;; esac
   if [ "${#sha}" -ne 40 ]; then
     if [ ! -f "$HUB_REPO_DIR/refs/$rev" ]; then
-      echo "check-cache: downloads are off and $HUB_REPO_DIR/refs/$rev is missing: seed the cache with revision $rev (README, Air-gapped)" >&2
+      echo "check-cache: downloads are off and $HUB_REPO_DIR/refs/$rev is missing: seed the cache with revision $rev (docs/operations.md, Air-gapped clusters)" >&2
       exit 1
     fi
     sha="$(cat "$HUB_REPO_DIR/refs/$rev")"
   fi
   if [ ! -f "$HUB_REPO_DIR/snapshots/$sha/config.json" ]; then
-    echo "check-cache: downloads are off and $HUB_REPO_DIR/snapshots/$sha/config.json is missing: seed the cache with revision $rev (README, Air-gapped)" >&2
+    echo "check-cache: downloads are off and $HUB_REPO_DIR/snapshots/$sha/config.json is missing: seed the cache with revision $rev (docs/operations.md, Air-gapped clusters)" >&2
     exit 1
   fi
   echo "check-cache: snapshot $sha of revision $rev is in the cache"

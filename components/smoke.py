@@ -22,9 +22,10 @@ import pulumi_kubernetes as k8s
 
 from components.gpu import gpu_node_tolerations
 from components.labels import labels, meta
-from components.pod_options import pull_secrets
-from components.pods import HOSTNAME_LABEL, hardened, pod_security, pull_policy
+from components.pod_options import NO_OPTIONS, node_selector, pull_secrets, tolerations
+from components.pods import hardened, pod_security, pull_policy
 from stacks.config import PodSecurity, Vllm
+from stacks.config.pod_options import PodOptions
 from stacks.config.smoke import CPU, JOB_NAME, MEMORY_MIB
 from stacks.edge import API_KEY_KEY, client_labels
 from stacks.loader import Stack
@@ -44,17 +45,20 @@ class SmokeJobArgs:
     security: PodSecurity
     api_key_secret: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
+    options: PodOptions = NO_OPTIONS
+    """The pod options of the workload whose node it shares: its tolerations and node labels let the Job land there too."""
 
 
 def smoke_job_args(stack: Stack, api_key_secret: str | None) -> SmokeJobArgs:
     """Llama Stack's image on its node, or else the first vLLM server's (stacks/config/smoke.py refuses an Ollama-only stack)."""
     cfg, plan, graph = stack.config, stack.plan, stack.graph
     if graph.llama_stack is not None and cfg.llama_stack is not None:
-        image, node = cfg.llama_stack.image, graph.llama_stack.node
+        image, options = cfg.llama_stack.image, cfg.llama_stack
     else:
-        image, node = (cfg.vllm or Vllm()).image, plan.vllm[0].node
-    return SmokeJobArgs(cfg.namespace, image, node, graph.services(), cfg.pod_security, api_key_secret,
-                        tuple(cfg.image_pull_secrets))
+        image, options = (cfg.vllm or Vllm()).image, plan.vllm[0].spec
+    assert plan.smoke_node is not None  # the plan placed it (stacks/plan: Llama Stack's node or the first vLLM server's)
+    return SmokeJobArgs(cfg.namespace, image, plan.smoke_node, graph.services(), cfg.pod_security, api_key_secret,
+                        tuple(cfg.image_pull_secrets), options)
 
 
 class SmokeJob(pulumi.ComponentResource):
@@ -95,8 +99,8 @@ class SmokeJob(pulumi.ComponentResource):
                     spec=k8s.core.v1.PodSpecArgs(
                         restart_policy="Never",
                         # The node that pulled the image for its server; a GPU node, whose taint it tolerates.
-                        node_selector={HOSTNAME_LABEL: args.node},
-                        tolerations=gpu_node_tolerations(),
+                        node_selector=node_selector(args.node, args.options),
+                        tolerations=tolerations(gpu_node_tolerations(), args.options),
                         image_pull_secrets=pull_secrets(args.image_pull_secrets),
                         automount_service_account_token=False,
                         enable_service_links=False,

@@ -18,7 +18,8 @@ build() {
   local name=$1 dir=$2 ldflags=$3 out=$4; shift 4
   local stamp="$bin/.$name.stamp" want
   want=$(cat "$root/e2e/go/$dir/go.mod" "$root/e2e/go/$dir/go.sum" <(echo "$ldflags" "$@") | sha256sum | cut -c1-16)
-  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return 0; fi
+  # The stamp says the pin was built; the binary must still be there (a deleted one is built again).
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && ( "$out" == */ || -x "$out" ) ]]; then return 0; fi
   echo "building $name from e2e/go/$dir (the first build takes minutes; Go caches it)" >&2
   local start=$SECONDS
   (cd "$root/e2e/go/$dir" && go build -trimpath -ldflags "$ldflags" -o "$out" "$@")

@@ -66,3 +66,13 @@ def test_render_prints_the_addons_counted_from_the_rendered_objects(tmp_path):
     assert [line.split("  ")[0] for line in table[2:-1]] == addons_of(stack_raw("scale"))
     assert "1 LeaderWorkerSet (leaderworkerset.x-k8s.io/v1)" in table[6] and "4 ScaledObject (keda.sh/v1alpha1)" in table[5]
     assert table[-1].startswith("  the NetworkPolicies admit the ingress controller from namespace traefik, the default for traefik")
+
+
+def test_pull_secrets_and_priority_classes_must_exist_before_pulumi_up():
+    from tests.conftest import stack_of, variant
+    from tools.addons import needed_addons
+
+    raw = variant(lambda r: (r.update(imagePullSecrets=["regcred"]),
+                             r["vllm"]["models"]["llama-70b"].update(priorityClassName="llm-serving")), "prod")
+    names = [a.name for a in needed_addons(stack_of(raw).config, stack_of(raw).plan, {})]
+    assert "Secret regcred (registry credentials)" in names and "PriorityClass llm-serving" in names

@@ -252,3 +252,15 @@ def test_make_catalog_offline_points_to_the_arch_block_and_a_local_copy(tmp_path
     assert "make catalog MODEL=<directory with config.json and *.safetensors> REPO=Qwen/Qwen2.5-7B-Instruct" in err
     assert f"vllm.models.<key>.arch with {ARCH_KEYS} (from its config.json)" in err
     assert "\n" not in err and not (tmp_path / "hf").exists()
+
+
+def test_path_needs_a_cache_that_can_be_seeded_before_the_pods_start():
+    from tests.conftest import problems_of, variant
+
+    def edit(r):
+        r["modelCache"] = {"mode": "perPod", "storageClassName": "local-path", "provisioner": "rancher.io/local-path",
+                           "size": "200Gi"}
+        r["vllm"]["models"]["llama-3b"]["path"] = "models/llama-3.2-3b"
+    problems = problems_of(variant(edit, "prod"))
+    assert any(p.startswith("llm-infra:vllm.models.llama-3b.path: modelCache.mode perPod's claims are created by the same "
+                            "pulumi up") for p in problems), problems

@@ -205,3 +205,11 @@ def test_a_hostname_the_plan_may_not_choose_or_on_a_multi_node_model_is_refused(
                             "set node: a100-node instead")
     (found,) = problems(lambda r: r["vllm"]["models"]["llama-405b"].update(nodeSelector={"kubernetes.io/hostname": "h100-a"}), "scale")
     assert found.startswith("llm-infra:vllm.models.llama-405b.nodeSelector: kubernetes.io/hostname would put every rank on one node")
+
+
+def test_cert_managers_solver_label_is_refused_since_a_policy_admits_it():
+    from tests.conftest import problems_of, variant
+    problems = problems_of(variant(lambda r: r["vllm"]["models"]["llama-3b"].update(
+        labels={"acme.cert-manager.io/http01-solver": "true"}), "prod"))
+    assert any(p.startswith("llm-infra:vllm.models.llama-3b.labels") and "acme.cert-manager.io/http01-solver" in p
+               for p in problems), problems

@@ -141,3 +141,28 @@ def test_the_configmaps_script_runs_alone_with_only_httpx(prod, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "2 checks ok, 0 failed" in done.stdout
     assert [r["path"] for r in served.requests] == ["/v1/models", "/v1/chat/completions"]
+
+
+def test_the_job_lands_where_its_image_is_taking_that_workloads_tolerations_and_node_labels():
+    """The node it shares with Llama Stack may carry a taint Llama Stack tolerates: the Job must tolerate it too, or it
+    stays Pending and `pulumi up` waits out the Job's await."""
+    toleration = {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}
+    raw = with_job("prod", lambda r: r["llamaStack"].update(tolerations=[toleration], nodeSelector={"pool": "cpu"}))
+    job = find(run_secret_raw(raw, ["hfToken"]).objects(), "Job")
+    spec = job["spec"]["template"]["spec"]
+    assert {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"} in spec["tolerations"]
+    assert spec["nodeSelector"] == {"kubernetes.io/hostname": "a100-node", "pool": "cpu"}
+
+
+def test_the_plan_counts_the_jobs_pod_on_its_node():
+    """Its 100m CPU and 128 MiB are planned like any pod's: a node with no room left for them is refused, not a Job that
+    can never be scheduled."""
+    before = next(n for n in stack_of(variant(lambda r: None, "prod")).plan.nodes if n.node.name == "a100-node")
+    after = next(n for n in stack_of(with_job("prod")).plan.nodes if n.node.name == "a100-node")
+    assert round(after.cpu_requests - before.cpu_requests, 3) == 0.1 and JOB_NAME in after.pods
+    assert round((after.memory_requests_gib - before.memory_requests_gib) * 1024) == 128
+    from stacks.errors import ConfigError
+    full = with_job("prod", lambda r: r["nodes"][0].update(cpu=r["nodes"][0]["reserve"]["cpu"] + before.cpu_requests))
+    with pytest.raises(ConfigError) as exc:
+        stack_of(full)
+    assert any("pods request 42.1 CPU" in p for p in exc.value.problems), exc.value.problems

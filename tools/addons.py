@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from stacks.config import StackConfig
+from stacks.config import StackConfig, servers
 from stacks.config.edge import CONTROLLER_NAMESPACE
 from stacks.plan import Plan, text_table
 
@@ -71,6 +71,13 @@ def needed_addons(cfg: StackConfig, plan: Plan, kinds: Mapping[str, int]) -> lis
         out.append(Addon(f"provisioner {cache.provisioner}" if cache.provisioner else f"StorageClass {cache.storage_class_name}",
                          f"{count(kinds, 'PersistentVolumeClaim')} of class {cache.storage_class_name}",
                          "modelCache.provisioner" if cache.provisioner else "modelCache.storageClassName"))
+    for name in cfg.image_pull_secrets:
+        out.append(Addon(f"Secret {name} (registry credentials)", f"every pod's imagePullSecrets, in namespace {cfg.namespace}",
+                         "imagePullSecrets"))
+    workloads = [*((cfg.vllm.models.values()) if cfg.vllm else ()), *((s for _, _, s in servers(cfg))),
+                 *((cfg.llama_stack,) if cfg.llama_stack else ())]
+    for pc in sorted({w.priority_class_name for w in workloads if w.priority_class_name}):
+        out.append(Addon(f"PriorityClass {pc}", "the pods that name it (pod creation fails without it)", "priorityClassName"))
     return out
 
 

@@ -45,6 +45,8 @@ def _unwrap(tp: Any) -> tuple[Any, str]:
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:  # a constrained type (Annotated[str, Field(pattern=...)]): its base type
+        return _type_name(typing.get_args(tp)[0])
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):

@@ -122,7 +122,7 @@ class PodSecurity(_Model):
     run_as_user: int = Field(default=10001, ge=1, le=2147483647)
     """UID of every container (non-root; 10000 or more keeps clear of host users). The model cache must be writable by it."""
     fs_group: int = Field(default=10001, ge=1, le=2147483647)
-    """Group that owns the pods' volumes (`fsGroup`; hostPath caches need it set on the host, see README)."""
+    """Group that owns the pods' volumes (`fsGroup`; hostPath caches need it set on the host, see docs/operations.md)."""
     gpu_read_only_root: bool = False
     """Read-only root filesystem for the GPU containers too. Off by default: the NVIDIA runtime's hooks write the
     container's `/etc/ld.so.cache` at create and fail on a read-only root (kserve/kserve#5711). Turn it on where your

@@ -35,9 +35,11 @@ SUBDOMAIN_MAX = 253
 ANNOTATIONS_MAX_BYTES = 256 * 1024
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
-OWN_LABEL_PREFIXES = ("app.kubernetes.io/", "llm-infra/", "leaderworkerset.sigs.k8s.io/")
-"""The program's labels (components/labels.py, stacks/edge.py), and LeaderWorkerSet's (lws v0.9.0
-api/leaderworkerset/v1/leaderworkerset_types.go:37-86: name, group-index, worker-index, group-key ...)."""
+OWN_LABEL_PREFIXES = ("app.kubernetes.io/", "llm-infra/", "leaderworkerset.sigs.k8s.io/", "acme.cert-manager.io/")
+"""The program's labels (components/labels.py, stacks/edge.py), LeaderWorkerSet's (lws v0.9.0
+api/leaderworkerset/v1/leaderworkerset_types.go:37-86: name, group-index, worker-index, group-key ...), and cert-manager's
+solver label, which a NetworkPolicy admits the ingress to (stacks/edge.py ACME_SOLVER_LABEL): on a model's pod it would
+open that pod to the ingress namespace."""
 OWN_LABELS = frozenset({"pod-template-hash", "controller-revision-hash", "statefulset.kubernetes.io/pod-name",
                         "apps.kubernetes.io/pod-index"})
 """What the Deployment and StatefulSet controllers put on their pods (k8s.io/api v0.34.4 apps/v1/types.go:27-32, 425)."""

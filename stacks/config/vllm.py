@@ -253,6 +253,13 @@ def _vllm_problems(cfg: StackConfig, vllm: Vllm, secret_keys: frozenset[str]) ->
             if m.revision is not None:
                 problems.append(f"{at('revision')}: the model is served from path {m.path!r}, whose files are what serves; "
                                 "remove revision (or path, to download that revision)")
+            if cfg.model_cache.mode != "hostPath":
+                # rwx and perPod claims are created by the same `pulumi up` that starts the pods: nothing can be copied
+                # into them first, so check-cache would stop every pod until the rollout times out.
+                problems.append(f"{at('path')}: modelCache.mode {cfg.model_cache.mode}'s claims are created by the same "
+                                "pulumi up that starts the pods, so nothing can be seeded into them first; use mode hostPath "
+                                "(seed the node's directory), or start without path (the model downloads into the claim) and "
+                                "add path once the files are there")
         if m.autoscale is not None and m.autoscale.max_replicas <= m.replicas:
             problems.append(f"{at('autoscale', 'maxReplicas')}: {m.autoscale.max_replicas} is not above replicas {m.replicas}; "
                             "raise it, or remove autoscale")

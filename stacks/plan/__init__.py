@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from stacks.catalog import GIB
 from stacks.config import StackConfig, VllmModel, key
+from stacks.config.smoke import CPU as SMOKE_CPU, JOB_NAME as SMOKE_JOB, MEMORY_MIB as SMOKE_MEMORY_MIB
 from stacks.errors import ConfigError
 from stacks.plan.model import (LLAMA_STACK_NAME, GpuPlan, GpuRef, NodePlan, OllamaWorkload, Plan, PodVram, PoolDesign,
                                VllmShare, VllmWorkload, pod_figures, servers_on, dtype_bytes, gib, gpu_capacity_bytes,
@@ -85,6 +86,13 @@ def build_plan(cfg: StackConfig) -> Plan:
         node.cpu_requests += cfg.llama_stack.cpu
         node.memory_requests_gib += cfg.llama_stack.memory_gib
         node.pods.append(LLAMA_STACK_NAME)
+    if cfg.smoke.job:  # components/smoke.py: a CPU pod of its own, counted like any other on its node
+        plan.smoke_node = (cfg.llama_stack.node or cfg.nodes[0].name) if cfg.llama_stack is not None else \
+            (plan.vllm[0].node if plan.vllm else None)
+        if plan.smoke_node in nodes:
+            nodes[plan.smoke_node].cpu_requests += SMOKE_CPU
+            nodes[plan.smoke_node].memory_requests_gib += SMOKE_MEMORY_MIB / 1024
+            nodes[plan.smoke_node].pods.append(SMOKE_JOB)
     problems = plan.problems + plan_problems(plan)
     if problems:
         raise PlanFailed(problems, plan, unplaced)

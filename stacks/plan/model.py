@@ -383,6 +383,8 @@ class Plan:
     """plan.vllmMarginGiB: kept free on every GPU a vLLM server uses."""
     vllm_context_override: bool = False
     """plan.vllmContextGiB is set: every vLLM context is that figure, not the calibrated one."""
+    smoke_node: str | None = None
+    """The node the smoke Job runs on (smoke.job): Llama Stack's, or the first vLLM server's, whose image it already pulled."""
 
     def used_gpus(self) -> list[GpuPlan]:
         return [g for g in self.gpus if g.pods]
