@@ -262,3 +262,16 @@ def test_a_refused_forward_fails_the_check_and_says_why(tmp_path, monkeypatch):
     code, out, err = run(tmp_path, {"vllm-llama-3b": service}, timeout=5.0, extra=("--stack", "prod"))
     assert code == 1 and "2 failed" in out
     assert "smoke: port-forward to pod/p:8000: (403) Forbidden: pods/portforward is forbidden" in err
+
+
+def test_saved_outputs_of_in_cluster_urls_without_a_stack_say_to_name_it(tmp_path, monkeypatch, capsys):
+    """Forwarding follows the stack's service graph: with ENDPOINTS= alone it would read another stack's (dev)."""
+    import json as json_
+
+    from tools import smoke as tool
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json_.dumps({"services": stack_of(stack_raw("prod")).graph.services()}))
+    assert tool.main(["--endpoints", str(outputs)]) == 2
+    assert "give STACK=<stack> as well (or PORT_FORWARD=0" in capsys.readouterr().err

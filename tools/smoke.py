@@ -1,7 +1,7 @@
 """The live check of a deployed stack: call every served model the way its clients will, print a table.
 
     make smoke STACK=prod                       # endpoints from `pulumi stack output --json --stack prod`
-    make smoke ENDPOINTS=outputs.json           # or a file (or http(s) URL) holding that JSON
+    make smoke ENDPOINTS=outputs.json STACK=prod  # or a file (or http(s) URL) holding that JSON (STACK: for port-forwards)
     make smoke STACK=prod PORT_FORWARD=1        # through a port-forward to each Service's pod (PORT_FORWARD=0: never)
 
 Reads the stack's `services` output (every Service with its API, URL and model ids, from the service graph)
@@ -202,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as forwards:
         results: list[Result] = []
         if a.port_forward or (a.port_forward is None and _outside_with_cluster_urls(services)):
+            if a.stack is None and a.endpoints is not None:
+                print("smoke: the URLs are in-cluster names, and port-forwarding to them needs the stack's service graph: "
+                      "give STACK=<stack> as well (or PORT_FORWARD=0 to call the URLs as they are)", file=sys.stderr)
+                return 2
             try:
                 from tools.smoke_forward import KubeCluster, forwarded
                 from tools.status import load
