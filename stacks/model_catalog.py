@@ -8,7 +8,6 @@ validated by the schema below and read once, when first asked for (never at impo
 from __future__ import annotations
 
 import difflib
-import json
 import types
 from functools import cache
 from pathlib import Path
@@ -223,11 +222,3 @@ def exported_metrics() -> frozenset[str]:
             else:
                 names.add(name)
     return frozenset(names)
-
-
-@cache
-def vllm_flags() -> dict[str, str | None]:
-    """Every option string `vllm serve` accepts -> its value type (`int`, `float`, `str`, `other` for JSON configs, None
-    for a switch): catalog/vllm-flags.json, written from vLLM's own parser by tools/vllm_flags.py."""
-    data = json.loads((CATALOG_DIR / "vllm-flags.json").read_text())
-    return {s: o["type"] for o in data["options"] for s in o.get("strings", ())}

@@ -94,7 +94,7 @@ def test_a_log_of_another_gpu_is_refused(log033):
 def test_a_written_entry_replaces_the_calibrated_terms_for_that_configuration(h100_lab, log033, tmp_path, monkeypatch):
     from stacks import calibration
     from tests.conftest import stack_of
-    from tools.offline import stack_config
+    from tools.offline import raw_of, stack_config
 
     local = tmp_path / "local"
     args = ["--log", str(log033), "--stack", "lab", "--config", str(h100_lab), "--write", "--local-dir", str(local)]
@@ -105,9 +105,8 @@ def test_a_written_entry_replaces_the_calibrated_terms_for_that_configuration(h1
     assert code == 0 and (local / "lab-llama-8b.yaml").is_file(), err
     assert "the plan now takes the log's context, profile peak, non-torch and CUDA graph figures" in out
 
-    import json
     values, _ = stack_config("lab", h100_lab)
-    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in values.items() if k.startswith("llm-infra:")}
+    raw = raw_of(values)
     before = next(w for w in stack_of(raw).plan.vllm if w.key == "llama-8b").shares[0].memory
     monkeypatch.setattr(calibration, "LOCAL", local)
     after = next(w for w in stack_of(raw).plan.vllm if w.key == "llama-8b").shares[0].memory

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import xml.etree.ElementTree as ET
 
@@ -10,6 +9,7 @@ from stacks.loader import stack_from
 from tests.conftest import plan_of, stack_raw
 from tools import plan_picture
 from tools.bench import fleet_config
+from tools.offline import raw_of
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -21,8 +21,7 @@ def panels(svg: str) -> list[list[str]]:
 
 
 def fleet_plan(nodes: int):
-    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in fleet_config(nodes, 4 * nodes).items()}
-    return stack_from(raw).plan
+    return stack_from(raw_of(fleet_config(nodes, 4 * nodes))).plan
 
 
 def test_the_scale_picture_has_a_panel_per_node_with_its_name_and_every_gpu_labelled():

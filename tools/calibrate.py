@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import re
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import yaml
 from stacks.calibration import FROM_VERSION, TERMS, TOLERANCE_GIB, WEIGHTS_TOLERANCE, Row, compare, entries, gpu_key
 from stacks.catalog import GIB
 from stacks.plan.report import text_table
+from tools.status import load  # the stack as the program reads it (Pulumi.yaml defaults, the stack file, secret placeholders)
 
 LINES = {
     "weights_gib": r"Model loading took ([\d.]+) GiB",
@@ -113,15 +113,6 @@ OLLAMA_BUFFERS = r"CUDA(\d+) (model|KV|compute) buffer size\s*=\s*([\d.]+) MiB"
 """llama-server's buffer lines, which Ollama parses after a load for /api/ps (server/llama_server.go, Ollama 0.32)."""
 
 
-def _stack(stack: str, config: Path | None):
-    from stacks.loader import stack_from
-    from tools.offline import stack_config
-
-    values, _ = stack_config(stack, config)  # what the program reads: Pulumi.yaml defaults, the stack file, secret placeholders
-    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in values.items() if k.startswith("llm-infra:")}
-    return stack_from(raw, frozenset(f"llm-infra:{k}" for k in ("hfToken", "apiKey")))
-
-
 def from_ollama_log(path: Path, text: str, stack: str, config: Path | None, role: str) -> int:
     """An Ollama server's log: llama-server's model, KV and compute buffers against the plan's pod of `role`."""
     found: dict[str, float] = {}
@@ -134,7 +125,7 @@ def from_ollama_log(path: Path, text: str, stack: str, config: Path | None, role
         print(f"calibrate: {path}: no 'CUDA0 {missing[0]} buffer size = ... MiB' line: give the log of a model load "
               "(OLLAMA_DEBUG=1 is not needed; the lines come with every load)", file=sys.stderr)
         return 2
-    plan = _stack(stack, config).plan
+    plan = load(stack, config).plan
     pods = [w for w in plan.workloads if w.role == role]
     if not pods:
         print(f"calibrate: {path}: stack {stack} has no Ollama server {role!r} (roles: "
@@ -170,7 +161,7 @@ def from_log(path: Path, stack: str, config: Path | None = None, write: Path | N
     except LogError as exc:
         print(f"calibrate: {path}: {exc}", file=sys.stderr)
         return 2
-    planned = _stack(stack, config)
+    planned = load(stack, config)
     cfg = planned.config
     ours = {k: m for k, m in (cfg.vllm.models.items() if cfg.vllm else []) if m.model == got["model"]}
     if not ours:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import types
 import typing
@@ -134,12 +133,9 @@ def rendered_stacks_doc() -> str:
 
 
 def _plan(stack: str):
-    from stacks.loader import stack_from
-    from tools.offline import stack_config
+    from tools.status import load
 
-    config, secrets = stack_config(stack)
-    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in config.items()}
-    return stack_from(raw, frozenset(secrets)).plan
+    return load(stack, None).plan
 
 
 PICTURE_STACKS = ("dev", "prod")

@@ -145,6 +145,12 @@ class RecordingMonitor(MockMonitor):
         return super().RegisterResource(request)
 
 
+def raw_of(values: dict[str, str]) -> dict[str, Any]:
+    """The `llm-infra:*` keys of a config map (stack_config's, or a generated one) as the program reads them: top-level
+    key -> value, structured values JSON-decoded."""
+    return {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in values.items() if k.startswith("llm-infra:")}
+
+
 def stack_config(stack: str = "dev", config_file: Path | None = None, placeholders: bool = True) -> tuple[dict[str, str], list[str]]:
     """The config map the CLI would pass: Pulumi.yaml defaults overlaid by Pulumi.<stack>.yaml.
 

@@ -24,7 +24,7 @@ import httpx
 from stacks.catalog import GIB
 from stacks.loader import Stack, stack_from
 from stacks.plan import text_table
-from tools.offline import stack_config
+from tools.offline import raw_of, stack_config
 
 KV_USAGE = re.compile(r'^vllm:kv_cache_usage_perc\{([^}]*)\}\s+([0-9.eE+-]+)', re.M)
 
@@ -118,8 +118,7 @@ def _service_base(stack: Stack, service: str) -> str:
 
 def load(stack_name: str, config: Path | None) -> Stack:
     values, secrets = stack_config(stack_name, config)
-    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in values.items() if k.startswith("llm-infra:")}
-    return stack_from(raw, frozenset(secrets))
+    return stack_from(raw_of(values), frozenset(secrets))
 
 
 def core_api(api: str | None):
